@@ -58,8 +58,9 @@ PY
 fi
 
 # 4: interfaces + ament package install (CMake)
-srcs=$(cd "$root" && find package.xml CMakeLists.txt executables.txt msg launch config endo_depth_ros endo_depth_model \
-  -type f ! -path '*/__pycache__/*' ! -name '*.pyc' 2>/dev/null | LC_ALL=C sort)
+inputs=(package.xml CMakeLists.txt executables.txt msg launch config endo_depth_ros endo_depth_model)
+existing=(); for p in "${inputs[@]}"; do [ -e "$root/$p" ] && existing+=("$p"); done
+srcs=$(cd "$root" && find "${existing[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort)
 ament_hash=$( (cd "$root" && echo "$srcs" && echo "$srcs" | xargs cat) | sha1sum | cut -c1-16)
 if ! stamp_ok ament "$ament_hash"; then
   say "building msg/ and installing the endo_depth_ros ament package into the venv"
