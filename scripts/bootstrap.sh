@@ -31,7 +31,7 @@ if ! stamp_ok deps "$deps_hash"; then
   torch_pin=$(grep -E '^torch==' "$constraints")
   say "installing $torch_pin first"
   "${pip[@]}" install "$torch_pin" 2>&1 | grep -v -E '^WARNING: Location' || true
-  "$venv/bin/python" -c "import torch" || { echo "[bootstrap] torch failed to install" >&2; exit 1; }
+  "$venv/bin/python" -W ignore -c "import torch" || { echo "[bootstrap] torch failed to install" >&2; exit 1; }
   say "installing pinned dependencies (ROS 2 Kilted wheels, model and test tools)"
   "${pip[@]}" install -c "$constraints" -r "$root/requirements/base.txt" -r "$root/requirements/ros.txt" \
     -r "$root/requirements/build.txt" -r "$root/requirements/dev.txt" 2>&1 | grep -v -E '^WARNING: Location' || true
