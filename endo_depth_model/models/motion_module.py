@@ -1,0 +1,205 @@
+"""Temporal (motion) module of Video Depth Anything: attention across frames at every pixel.
+
+One module, with the official key names under ``temporal_transformer.``::
+
+    norm                GroupNorm(32, C, eps=1e-6)
+    proj_in             Linear(C, C)
+    transformer_blocks.0
+        attention_blocks.{0,1}   to_q / to_k / to_v (no bias), to_out.0, pos_encoder.pe (1, 32, C)
+        norms.{0,1}              LayerNorm(C) before each attention
+        ff.net.0.proj            Linear(C, 8C)  (GEGLU: value and gate halves of 4C each)
+        ff.net.2                 Linear(4C, C)  (the feed-forward output SSB adapts)
+        ff_norm                  LayerNorm(C)
+    proj_out            Linear(C, C), zero-initialised so that a fresh module is the identity
+
+Each pixel is a sequence of T frames; attention has 8 heads and never mixes pixels. The sinusoidal
+position encoding is added to the LayerNorm output before q/k/v in every attention block.
+
+Shape constraints: C divisible by 32 (GroupNorm groups) and by the number of heads; T <= max_len.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "PositionalEncoding",
+    "TemporalAttention",
+    "GEGLU",
+    "FeedForward",
+    "TemporalTransformerBlock",
+    "TemporalTransformer",
+    "TemporalModule",
+]
+
+
+class PositionalEncoding(nn.Module):
+    """Fixed sinusoidal encoding, buffer ``pe`` (1, max_len, C): sin on even, cos on odd channels."""
+
+    def __init__(self, dim: int, max_len: int = 32):
+        super().__init__()
+        position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+        div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        pe = torch.zeros(1, max_len, dim)
+        pe[0, :, 0::2] = torch.sin(position * div_term)
+        pe[0, :, 1::2] = torch.cos(position * div_term)
+        self.register_buffer("pe", pe)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, T, C) -> ``x + pe[:, :T]``."""
+        return x + self.pe[:, : x.shape[1]].to(x.dtype)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over the frame axis of (N, T, C) sequences (N = batch x pixels)."""
+
+    def __init__(self, dim: int, num_heads: int = 8, max_len: int = 32):
+        super().__init__()
+        self.num_heads = num_heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
+        self.pos_encoder = PositionalEncoding(dim, max_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape
+        x = self.pos_encoder(x)
+        q, k, v = (
+            proj(x).reshape(n, t, self.num_heads, c // self.num_heads).transpose(1, 2)
+            for proj in (self.to_q, self.to_k, self.to_v)
+        )
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, c)
+        return self.to_out[1](self.to_out[0](out))
+
+
+class GEGLU(nn.Module):
+    """``proj`` to 2 x hidden, then value * GELU(gate)."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, hidden_dim * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """``net = [GEGLU(C -> 4C), Dropout, Linear(4C -> C)]`` (keys ``net.0.proj``, ``net.2``)."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class TemporalTransformerBlock(nn.Module):
+    """``num_attention_blocks`` x [LayerNorm -> temporal attention -> residual], then
+    [LayerNorm -> GEGLU feed-forward -> residual]."""
+
+    def __init__(self, dim: int, num_heads: int = 8, num_attention_blocks: int = 2, max_len: int = 32):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList(
+            [TemporalAttention(dim, num_heads, max_len) for _ in range(num_attention_blocks)]
+        )
+        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
+        self.ff = FeedForward(dim)
+        self.ff_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``x`` (B*T, P, C) frame-major tokens -> same shape."""
+        bt, p, c = x.shape
+        b = bt // num_frames
+        # (B*T, P, C) -> (B*P, T, C): every pixel becomes one sequence over time.
+        x = x.reshape(b, num_frames, p, c).transpose(1, 2).reshape(b * p, num_frames, c)
+        for attention, norm in zip(self.attention_blocks, self.norms, strict=True):
+            x = attention(norm(x)) + x
+        x = self.ff(self.ff_norm(x)) + x
+        # contiguous: a strided view would make proj_out's GEMM path (and its last bits) depend on
+        # whether its weight requires grad, so an SSB-adapted (frozen) model would not be bit-exact
+        return x.reshape(b, p, num_frames, c).transpose(1, 2).reshape(bt, p, c).contiguous()
+
+
+class TemporalTransformer(nn.Module):
+    """GroupNorm -> proj_in -> transformer blocks -> proj_out, plus the input as residual."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 8,
+        num_layers: int = 1,
+        num_attention_blocks: int = 2,
+        norm_groups: int = 32,
+        max_len: int = 32,
+    ):
+        super().__init__()
+        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                TemporalTransformerBlock(channels, num_heads, num_attention_blocks, max_len)
+                for _ in range(num_layers)
+            ]
+        )
+        self.proj_out = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        bt, c, h, w = x.shape
+        hidden = self.norm(x).permute(0, 2, 3, 1).reshape(bt, h * w, c)
+        hidden = self.proj_in(hidden)
+        for block in self.transformer_blocks:
+            hidden = block(hidden, num_frames)
+        hidden = self.proj_out(hidden)
+        return hidden.reshape(bt, h, w, c).permute(0, 3, 1, 2) + x
+
+
+class TemporalModule(nn.Module):
+    """Identity-initialised temporal module on a (B*T, C, H, W) feature map of T-frame windows."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 8,
+        num_layers: int = 1,
+        num_attention_blocks: int = 2,
+        norm_groups: int = 32,
+        max_len: int = 32,
+    ):
+        super().__init__()
+        if channels % norm_groups:
+            raise ValueError(
+                f"temporal module channels {channels} not divisible by GroupNorm groups {norm_groups}"
+            )
+        if channels % num_heads:
+            raise ValueError(f"temporal module channels {channels} not divisible by {num_heads} heads")
+        if channels % 2:
+            raise ValueError(f"temporal module channels {channels} must be even (sinusoidal encoding)")
+        self.max_len = max_len
+        self.temporal_transformer = TemporalTransformer(
+            channels, num_heads, num_layers, num_attention_blocks, norm_groups, max_len
+        )
+        self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        """Zero ``proj_out`` so the module returns its input unchanged."""
+        nn.init.zeros_(self.temporal_transformer.proj_out.weight)
+        nn.init.zeros_(self.temporal_transformer.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``x`` (B*T, C, H, W), frames of each clip contiguous -> same shape."""
+        if num_frames > self.max_len:
+            raise ValueError(
+                f"window of {num_frames} frames exceeds the temporal module's maximum {self.max_len}"
+            )
+        if x.shape[0] % num_frames:
+            raise ValueError(f"batch {x.shape[0]} is not a whole number of {num_frames}-frame windows")
+        return self.temporal_transformer(x, num_frames)
