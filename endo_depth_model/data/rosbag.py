@@ -1,0 +1,339 @@
+"""rosbag2 (mcap or sqlite3) read/write with the pure-Python ``rosbags`` library; no ROS install needed.
+
+Messages are serialised with the ROS 2 Kilted typestore of ``rosbags`` (its RIHS01 type hashes for
+sensor_msgs/Image, sensor_msgs/CameraInfo and geometry_msgs/PoseStamped equal Jazzy's, so the bags
+play on Jazzy and Kilted). Images go through :mod:`endo_depth_model.image_encoding`, the project's
+one converter.
+
+Topics written by :func:`write_rosbag` (all relative names can be changed by arguments):
+
+* ``/endoscope/image_raw``   sensor_msgs/Image rgb8, frame ``endoscope_optical_frame``
+* ``/endoscope/camera_info`` sensor_msgs/CameraInfo (plumb_bob, zero distortion, P = [K | 0])
+* ``/ground_truth/depth``    sensor_msgs/Image 32FC1, metres, NaN invalid (REP 118)
+* ``/ground_truth/pose``     geometry_msgs/PoseStamped: T_world_cam in frame ``world``, metres
+
+All messages of one frame share the header stamp; the reader pairs ground truth to images by stamp.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry import matrix_to_quaternion, quaternion_to_matrix
+from ..image_encoding import ImageEncodingError, image_to_numpy, numpy_to_image_fields, to_rgb8
+from .sequence import CorruptFileError, DataError, Frame, MissingFileError, Sequence, depth_from_millimetres
+
+__all__ = [
+    "RosbagWriter",
+    "write_rosbag",
+    "open_rosbag",
+    "is_rosbag",
+    "matrix_to_quaternion",
+    "quaternion_to_matrix",
+]
+
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
+IMAGE_T = "sensor_msgs/msg/Image"
+INFO_T = "sensor_msgs/msg/CameraInfo"
+POSE_T = "geometry_msgs/msg/PoseStamped"
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+class RosbagWriter:
+    """Incremental rosbag2 writer (topics in the module docstring): ``add(frame)``, then ``close()``.
+
+    ``storage`` is ``mcap`` or ``sqlite3``; ``out_dir`` must not exist yet (rosbag2 convention). Depth
+    and pose topics are created when the first frame carrying them arrives.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        storage: str = "mcap",
+        image_topic: str = "/endoscope/image_raw",
+        info_topic: str = "/endoscope/camera_info",
+        depth_topic: str = "/ground_truth/depth",
+        pose_topic: str = "/ground_truth/pose",
+        frame_id: str = "endoscope_optical_frame",
+        world_frame: str = "world",
+    ):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+        if storage not in plugins:
+            raise DataError(f"rosbag storage must be one of {sorted(plugins)}, got {storage!r}")
+        self.out = Path(out_dir)
+        if self.out.exists():
+            raise DataError(f"rosbag output already exists: {self.out}")
+        self.ts = _typestore()
+        self.topics = {"image": image_topic, "info": info_topic, "depth": depth_topic, "pose": pose_topic}
+        self.frame_id, self.world_frame = frame_id, world_frame
+        self.writer = Writer(self.out, version=9, storage_plugin=plugins[storage])
+        self.writer.open()
+        self.conns: dict[str, object] = {}
+        self.n = 0
+
+    def _conn(self, key: str, msgtype: str):
+        if key not in self.conns:
+            self.conns[key] = self.writer.add_connection(self.topics[key], msgtype, typestore=self.ts)
+        return self.conns[key]
+
+    def _image_msg(self, header, array, encoding):
+        f = numpy_to_image_fields(array, encoding)
+        return self.ts.types[IMAGE_T](
+            header=header,
+            height=f["height"],
+            width=f["width"],
+            encoding=f["encoding"],
+            is_bigendian=int(f["is_bigendian"]),
+            step=f["step"],
+            data=np.frombuffer(f["data"], dtype=np.uint8),
+        )
+
+    def add(self, frame: Frame) -> None:
+        T, ts = self.ts.types, self.ts
+        stamp = int(frame.stamp_ns)
+        t = T["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000)
+        Header = T["std_msgs/msg/Header"]
+        header = Header(stamp=t, frame_id=self.frame_id)
+        image = self._image_msg(header, frame.rgb, "rgb8")
+        self.writer.write(self._conn("image", IMAGE_T), stamp, ts.serialize_cdr(image, IMAGE_T))
+        K = np.asarray(frame.K, dtype=np.float64)
+        P = np.zeros((3, 4))
+        P[:, :3] = K
+        info = T[INFO_T](
+            header=header,
+            height=frame.height,
+            width=frame.width,
+            distortion_model="plumb_bob",
+            d=np.zeros(5),
+            k=K.ravel(),
+            r=np.eye(3).ravel(),
+            p=P.ravel(),
+            binning_x=0,
+            binning_y=0,
+            roi=T["sensor_msgs/msg/RegionOfInterest"](
+                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+            ),
+        )
+        self.writer.write(self._conn("info", INFO_T), stamp, ts.serialize_cdr(info, INFO_T))
+        if frame.depth is not None:
+            msg = self._image_msg(header, frame.depth.astype(np.float32), "32FC1")
+            self.writer.write(self._conn("depth", IMAGE_T), stamp, ts.serialize_cdr(msg, IMAGE_T))
+        if frame.T_world_cam is not None:
+            Tw = np.asarray(frame.T_world_cam, dtype=np.float64)
+            q = matrix_to_quaternion(Tw[:3, :3])
+            pose = T[POSE_T](
+                header=Header(stamp=t, frame_id=self.world_frame),
+                pose=T["geometry_msgs/msg/Pose"](
+                    position=T["geometry_msgs/msg/Point"](x=Tw[0, 3], y=Tw[1, 3], z=Tw[2, 3]),
+                    orientation=T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
+                ),
+            )
+            self.writer.write(self._conn("pose", POSE_T), stamp, ts.serialize_cdr(pose, POSE_T))
+        self.n += 1
+
+    def close(self) -> int:
+        """Finish the bag (metadata.yaml); returns the number of frames."""
+        self.writer.close()
+        return self.n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+
+
+def write_rosbag(frames: Iterable[Frame], out_dir: str | Path, storage: str = "mcap", **topics) -> int:
+    """Write frames as a rosbag2 directory; ``topics`` are :class:`RosbagWriter` keyword arguments."""
+    with RosbagWriter(out_dir, storage, **topics) as writer:
+        for frame in frames:
+            writer.add(frame)
+    return writer.n
+
+
+def is_rosbag(path: str | Path) -> bool:
+    """True for a rosbag2 directory (``metadata.yaml``) or a single ``.mcap`` / ``.db3`` file."""
+    path = Path(path)
+    return (path.is_dir() and (path / "metadata.yaml").is_file()) or path.suffix in (".mcap", ".db3")
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray | None = None) -> Sequence:
+    """Open a rosbag2 (mcap or sqlite3) image topic as a :class:`Sequence`.
+
+    The colour image topic is picked automatically when the bag has exactly one (else pass
+    ``image_topic``); its CameraInfo is ``<namespace>/camera_info`` or the bag's only CameraInfo
+    topic; ground truth comes from a depth Image topic (32FC1 metres or 16UC1 millimetres) and a
+    PoseStamped topic when the bag has exactly one of each. Iteration streams; random access
+    decodes the whole topic once and keeps it in memory.
+    """
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"rosbag not found: {path}")
+    ts = _typestore()
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # rosbags raises several unrelated types for bad bags
+        raise CorruptFileError(f"cannot open rosbag {path}: {exc}") from exc
+    try:
+        conns = list(reader.connections)
+        topics = sorted({c.topic for c in conns})
+
+        def first_encoding(c):
+            for _, _, raw in reader.messages(connections=[c]):
+                return ts.deserialize_cdr(raw, IMAGE_T).encoding
+            return None
+
+        image_conns = [c for c in conns if c.msgtype == IMAGE_T]
+        encodings = {c.topic: first_encoding(c) for c in image_conns}
+        colour = [t for t, e in encodings.items() if e in COLOUR_ENCODINGS]
+        depth = sorted(t for t, e in encodings.items() if e in DEPTH_ENCODINGS)
+        if image_topic is None:
+            if len(colour) != 1:
+                raise DataError(
+                    f"{path}: {'no' if not colour else 'several'} colour image topics "
+                    f"({', '.join(colour) or 'none'}); pass the image topic. Topics: {', '.join(topics)}"
+                )
+            image_topic = colour[0]
+        elif image_topic not in encodings:
+            raise DataError(
+                f"{path}: no sensor_msgs/Image topic {image_topic!r}; topics: {', '.join(topics)}"
+            )
+        info_topics = sorted({c.topic for c in conns if c.msgtype == INFO_T})
+        ns = image_topic.rsplit("/", 1)[0]
+        info_topic = f"{ns}/camera_info" if f"{ns}/camera_info" in info_topics else None
+        if info_topic is None and len(info_topics) == 1:
+            info_topic = info_topics[0]
+        pose_topics = sorted({c.topic for c in conns if c.msgtype == POSE_T})
+        pose_topic = pose_topics[0] if len(pose_topics) == 1 else None
+        depth_topic = depth[0] if len(depth) == 1 and depth[0] != image_topic else None
+        n_images = sum(c.msgcount for c in conns if c.topic == image_topic)
+
+        infos: list[tuple[int, np.ndarray, tuple[int, int]]] = []
+        poses: dict[int, np.ndarray] = {}
+        small = [c for c in conns if c.topic in (info_topic, pose_topic)]
+        if small:
+            for c, _, raw in reader.messages(connections=small):
+                msg = ts.deserialize_cdr(raw, c.msgtype)
+                if c.msgtype == INFO_T:
+                    infos.append(
+                        (
+                            _stamp_ns(msg.header),
+                            np.asarray(msg.k, np.float64).reshape(3, 3),
+                            (int(msg.height), int(msg.width)),
+                        )
+                    )
+                else:
+                    Tw = np.eye(4)
+                    o, p = msg.pose.orientation, msg.pose.position
+                    Tw[:3, :3] = quaternion_to_matrix([o.x, o.y, o.z, o.w])
+                    Tw[:3, 3] = [p.x, p.y, p.z]
+                    poses[_stamp_ns(msg.header)] = Tw
+    finally:
+        reader.close()
+    if K is None and not infos:
+        raise DataError(f"{path}: no CameraInfo for {image_topic}; pass intrinsics K")
+    info_stamps = np.array([s for s, _, _ in infos], dtype=np.int64)
+    meta = {
+        "source": "rosbag",
+        "path": str(path),
+        "image_topic": image_topic,
+        "camera_info_topic": info_topic,
+        "depth_topic": depth_topic,
+        "pose_topic": pose_topic,
+        "intrinsics": "given" if K is not None else info_topic,
+    }
+
+    def intrinsics_at(stamp: int, hw: tuple[int, int]) -> np.ndarray:
+        if K is not None:
+            return np.asarray(K, dtype=np.float64)
+        i = max(int(np.searchsorted(info_stamps, stamp, side="right")) - 1, 0)
+        if infos[i][2] != hw and infos[i][2] != (0, 0):
+            raise DataError(
+                f"{path}: CameraInfo size {infos[i][2]} differs from image size {hw} on {image_topic}"
+            )
+        return infos[i][1].copy()
+
+    def decode_image(raw) -> tuple[int, np.ndarray, str]:
+        msg = ts.deserialize_cdr(raw, IMAGE_T)
+        try:
+            arr = image_to_numpy(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+            return _stamp_ns(msg.header), arr, msg.encoding
+        except ImageEncodingError as exc:
+            raise CorruptFileError(f"{path}: bad image message at {_stamp_ns(msg.header)} ns: {exc}") from exc
+
+    def stream() -> Iterator[Frame]:
+        reader = Reader(path)
+        reader.open()
+        try:
+            wanted = [c for c in reader.connections if c.topic in (image_topic, depth_topic)]
+            pending: deque[tuple[int, np.ndarray]] = deque()
+            depth_by_stamp: dict[int, np.ndarray] = {}
+            latest_depth = -1
+            index = 0
+
+            def emit(stamp, rgb):
+                nonlocal index
+                d = depth_by_stamp.pop(stamp, None)
+                frame = Frame(
+                    rgb=rgb,
+                    K=intrinsics_at(stamp, rgb.shape[:2]),
+                    depth=d,
+                    T_world_cam=poses.get(stamp),
+                    stamp_ns=stamp,
+                    index=index,
+                    sequence=path.name,
+                )
+                index += 1
+                return frame
+
+            for c, _, raw in reader.messages(connections=wanted):
+                stamp, arr, encoding = decode_image(raw)
+                if c.topic == image_topic:
+                    pending.append((stamp, to_rgb8(arr, encoding)))
+                else:
+                    depth_by_stamp[stamp] = (
+                        depth_from_millimetres(arr) if encoding == "16UC1" else _clean_metres(arr)
+                    )
+                    latest_depth = max(latest_depth, stamp)
+                while pending and (
+                    depth_topic is None or pending[0][0] in depth_by_stamp or pending[0][0] < latest_depth
+                ):
+                    yield emit(*pending.popleft())
+            while pending:
+                yield emit(*pending.popleft())
+        finally:
+            reader.close()
+
+    cache: list[Frame] = []
+
+    def load(i: int) -> Frame:
+        if not cache:
+            cache.extend(stream())
+        return cache[i]
+
+    return Sequence(name=path.name, length=n_images, load=load, meta=meta, stream=stream)
+
+
+def _clean_metres(depth: np.ndarray) -> np.ndarray:
+    out = depth.astype(np.float32, copy=True)
+    out[~(np.isfinite(out) & (out > 0))] = np.nan
+    return out
