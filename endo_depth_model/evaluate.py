@@ -1,0 +1,458 @@
+"""``endo-depth eval``: the endoscopy depth protocols, TAE, pose ATE and paper-style report tables.
+
+Protocols (depth in millimetres by default; valid ground truth ``min_depth < gt < max_depth``):
+
+* ``per-frame`` (AF-SfMLearner / EndoDAC): each frame's prediction is scaled by
+  ``median(gt) / median(pred)``, clipped to ``[min_depth, max_depth]``, then AbsRel, SqRel, RMSE,
+  RMSE log and δ<1.25^k are averaged over all frames.
+* ``per-sequence`` (EndoDAV): the whole sequence is inferred as one video and aligned once,
+  ``(pred - median_p) * MAD_g / MAD_p + median_g``; the same metrics, plus TAE where poses exist
+  (mean over all consecutive pairs of all sequences, in percent).
+
+Pose ATE (5-frame snippets, SfMLearner) is reported when the model comes with a pose network and the
+data has poses. Predictions come from the streaming engine (EndoDAV's constants) and the Monodepth2
+``disparity_to_depth`` conversion, as in EndoDAV's evaluation. The report is a markdown table shaped
+like the paper's Table 1 (method, metrics, total / trainable parameters, ms per frame), saved with a
+JSON copy; ``--ablation`` adds the rows SSB off, projection loss off (a second checkpoint) and
+alignment off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from endo_depth_model.metrics import (
+    METRIC_NAMES,
+    MetricError,
+    depth_errors,
+    mad_align,
+    median_scale,
+    snippet_ate,
+    tae_pairs,
+    valid_mask,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "EvalConfig",
+    "SequenceEval",
+    "MethodResult",
+    "evaluate_sequence",
+    "summarise",
+    "format_table",
+    "format_params",
+    "save_report",
+    "register",
+]
+
+PROTOCOLS = ("per-frame", "per-sequence")
+COLUMNS = {
+    "abs_rel": "AbsRel ↓",
+    "sq_rel": "SqRel ↓",
+    "rmse": "RMSE ↓",
+    "rmse_log": "RMSE log ↓",
+    "a1": "δ<1.25 ↑",
+    "a2": "δ<1.25² ↑",
+    "a3": "δ<1.25³ ↑",
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation constants. ``unit_scale`` converts the data's metres into the report unit (1000: mm,
+    as the SCARED/Hamlyn tables); ``min_depth``/``max_depth`` are in the report unit (1e-3, 150 mm)."""
+
+    min_depth: float = 1e-3
+    max_depth: float = 150.0
+    unit_scale: float = 1000.0
+    track_length: int = 5
+
+
+@dataclass
+class SequenceEval:
+    """One sequence under one protocol: per-frame metric rows (frames with valid ground truth), TAE pairs
+    (percent, per-sequence protocol with poses), ATE snippets' mean and std, and alignment parameters."""
+
+    name: str
+    protocol: str
+    frame_errors: list[dict]
+    tae_pairs: list[float] = field(default_factory=list)
+    ate: tuple[float, float] | None = None
+    alignment: dict = field(default_factory=dict)
+
+
+def _frame_metrics(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, cfg: EvalConfig) -> dict:
+    p = np.clip(pred[mask], cfg.min_depth, cfg.max_depth)
+    return depth_errors(gt[mask], p)
+
+
+def evaluate_sequence(
+    name: str,
+    gt_depth_m: np.ndarray,
+    pred_depth: np.ndarray,
+    protocol: str,
+    cfg: EvalConfig = EvalConfig(),
+    T_world_cam: np.ndarray | None = None,
+    K: np.ndarray | None = None,
+    pred_T_world_cam: np.ndarray | None = None,
+) -> SequenceEval:
+    """Score one sequence.
+
+    ``gt_depth_m`` (N, H, W) metres with NaN/0 invalid; ``pred_depth`` (N, H, W) positive depth in any
+    scale; ``T_world_cam`` (N, 4, 4) ground-truth camera-to-world poses and ``K`` (3, 3) pixels enable
+    TAE (per-sequence protocol); ``pred_T_world_cam`` (N, 4, 4) predicted poses enable ATE.
+    """
+    if protocol not in PROTOCOLS:
+        raise MetricError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    gt = np.asarray(gt_depth_m, dtype=np.float64) * cfg.unit_scale
+    pred = np.asarray(pred_depth, dtype=np.float64)
+    if gt.shape != pred.shape or gt.ndim != 3:
+        raise MetricError(
+            f"{name}: ground truth {gt.shape} and prediction {pred.shape} must both be (N, H, W)"
+        )
+    masks = valid_mask(gt, cfg.min_depth, cfg.max_depth)
+    result = SequenceEval(name, protocol, [])
+    if protocol == "per-frame":
+        ratios = []
+        for i in range(len(gt)):
+            if not masks[i].any():
+                continue
+            ratio = median_scale(gt[i][masks[i]], pred[i][masks[i]])
+            ratios.append(ratio)
+            result.frame_errors.append(_frame_metrics(gt[i], pred[i] * ratio, masks[i], cfg))
+        if ratios:
+            med = float(np.median(ratios))
+            result.alignment = {"median_ratio": med, "ratio_std": float(np.std(np.asarray(ratios) / med))}
+    else:
+        if masks.any():
+            aligned, params = mad_align(gt, pred, masks)
+            result.alignment = params
+            for i in range(len(gt)):
+                if masks[i].any():
+                    result.frame_errors.append(_frame_metrics(gt[i], aligned[i], masks[i], cfg))
+            if T_world_cam is not None and K is not None and len(gt) > 1:
+                clipped = np.clip(aligned, cfg.min_depth, cfg.max_depth)
+                poses = np.array(T_world_cam, dtype=np.float64, copy=True)
+                poses[:, :3, 3] *= cfg.unit_scale  # translations in the depth's unit
+                pairs = tae_pairs(clipped, poses, K, masks)
+                result.tae_pairs = [float(v) for v in pairs if np.isfinite(v)]
+    if pred_T_world_cam is not None and T_world_cam is not None and len(gt) >= cfg.track_length:
+        result.ate = snippet_ate(T_world_cam, pred_T_world_cam, cfg.track_length)
+    return result
+
+
+@dataclass
+class MethodResult:
+    """One row of the report: ``metrics`` are means over all evaluated frames of all sequences (``tae``
+    over all frame pairs, ``ate`` over sequences); parameters as counts; ``ms_per_frame`` wall time."""
+
+    method: str
+    protocol: str
+    metrics: dict
+    n_frames: int
+    n_sequences: int
+    tae: float | None = None
+    ate: float | None = None
+    total_params: int | None = None
+    trainable_params: int | None = None
+    ms_per_frame: float | None = None
+    sequences: list[dict] = field(default_factory=list)
+    note: str = ""
+    depth_unit: str = "mm"
+
+
+def summarise(
+    method: str,
+    evals: Iterable[SequenceEval],
+    total_params: int | None = None,
+    trainable_params: int | None = None,
+    ms_per_frame: float | None = None,
+    note: str = "",
+    depth_unit: str = "mm",
+) -> MethodResult:
+    """Aggregate sequence results of one method and protocol into a report row."""
+    evals = list(evals)
+    if not evals:
+        raise MetricError(f"{method}: nothing was evaluated")
+    protocols = {e.protocol for e in evals}
+    if len(protocols) != 1:
+        raise MetricError(f"{method}: mixed protocols {sorted(protocols)}")
+    rows = [row for e in evals for row in e.frame_errors]
+    if not rows:
+        raise MetricError(f"{method}: no frame has valid ground truth")
+    metrics = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_NAMES}
+    pairs = [v for e in evals for v in e.tae_pairs]
+    ates = [e.ate[0] for e in evals if e.ate is not None]
+    per_seq = []
+    for e in evals:
+        entry = {"name": e.name, "n_frames": len(e.frame_errors), "alignment": e.alignment}
+        if e.frame_errors:
+            entry.update({k: float(np.mean([r[k] for r in e.frame_errors])) for k in METRIC_NAMES})
+        if e.tae_pairs:
+            entry["tae"] = float(np.mean(e.tae_pairs))
+        if e.ate is not None:
+            entry["ate"], entry["ate_std"] = e.ate
+        per_seq.append(entry)
+    return MethodResult(
+        method,
+        protocols.pop(),
+        metrics,
+        len(rows),
+        len(evals),
+        tae=float(np.mean(pairs)) if pairs else None,
+        ate=float(np.mean(ates)) if ates else None,
+        total_params=total_params,
+        trainable_params=trainable_params,
+        ms_per_frame=ms_per_frame,
+        sequences=per_seq,
+        note=note,
+        depth_unit=depth_unit,
+    )
+
+
+def format_params(n: int | None) -> str:
+    """Parameter count as the papers print it: ``28.4M``, ``0.05M``; ``-`` when unknown."""
+    if n is None:
+        return "-"
+    if n == 0:
+        return "0"
+    return f"{n / 1e6:.2f}M" if n < 1e7 else f"{n / 1e6:.1f}M"
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def format_table(results: list[MethodResult], title: str | None = None) -> str:
+    """Markdown table in the layout of EndoDAV's Table 1 (one row per method)."""
+    show_tae = any(r.tae is not None for r in results)
+    show_ate = any(r.ate is not None for r in results)
+    head = ["Method", *COLUMNS.values()]
+    head += ["TAE ↓"] if show_tae else []
+    head += ["ATE ↓"] if show_ate else []
+    head += ["Total params", "Trainable params", "ms / frame"]
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for r in results:
+        cells = [r.method, *(_num(r.metrics.get(k)) for k in COLUMNS)]
+        cells += [_num(r.tae, 2)] if show_tae else []
+        cells += [_num(r.ate, 4)] if show_ate else []
+        cells += [format_params(r.total_params), format_params(r.trainable_params), _num(r.ms_per_frame, 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {r.method}: {r.note}" for r in results if r.note]
+    if results:
+        p = results[0]
+        lines += [
+            "",
+            f"{p.protocol} protocol, {p.n_sequences} sequence(s), {p.n_frames} frames with ground truth; "
+            f"depth errors in {p.depth_unit}"
+            + (", TAE in %" if show_tae else "")
+            + (", ATE in metres over 5-frame snippets" if show_ate else "")
+            + "; trainable params = SSB vectors of the depth network (pose network not counted).",
+        ]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def save_report(
+    results_by_protocol: dict[str, list[MethodResult]], out_dir: str | Path, title: str = ""
+) -> Path:
+    """Write ``results.md`` (one table per protocol) and ``results.json``; returns the markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# {title}" if title else "# Depth evaluation", ""]
+    for protocol, results in results_by_protocol.items():
+        parts += [format_table(results, title=f"{protocol} protocol"), ""]
+    md = out / "results.md"
+    md.write_text("\n".join(parts))
+    payload = {p: [asdict(r) for r in rs] for p, rs in results_by_protocol.items()}
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    return md
+
+
+# ---- running models ------------------------------------------------------------------------------------
+def _predict_sequence(seq, bundle, args, align: bool = True):
+    """Run the engine over one sequence: (pred depth (N, H, W), gt (N, H, W) or None, poses, K, pred poses,
+    seconds of inference)."""
+    import torch
+
+    from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
+    from endo_depth_model.streaming import StreamingDepth
+
+    engine = StreamingDepth(
+        bundle.model,
+        Preprocessor(input_hw=tuple(args.input_size)),
+        window=args.window,
+        overlap=args.overlap,
+        stride=args.stride,
+        blend=args.blend,
+        align=align,
+        device=args.device,
+    )
+    n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
+    disp, gts, poses, Ks, rgbs = [], [], [], [], []
+    elapsed = 0.0
+    for i, frame in enumerate(seq):
+        if i >= n:
+            break
+        gts.append(frame.depth)
+        poses.append(frame.T_world_cam)
+        Ks.append(frame.K)
+        if bundle.pose_net is not None:
+            rgbs.append(frame.rgb)
+        t0 = time.perf_counter()
+        disp += [r.disparity for r in engine.push(frame.rgb)]
+        elapsed += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    disp += [r.disparity for r in engine.flush()]
+    if str(args.device).startswith("cuda"):
+        torch.cuda.synchronize()
+    elapsed += time.perf_counter() - t0
+    pred = np.asarray(disparity_to_depth(np.stack(disp), args.min_depth, args.max_depth), dtype=np.float64)
+    has_gt = all(g is not None for g in gts)
+    gt = np.stack(gts) if has_gt else None
+    has_poses = all(p is not None for p in poses)
+    T = np.stack(poses) if has_poses else None
+    K = Ks[0] if Ks and Ks[0] is not None else None
+    pred_T = _predict_poses(bundle.pose_net, rgbs, tuple(args.input_size), args.device) if rgbs else None
+    return pred, gt, T, K, pred_T, elapsed
+
+
+def _predict_poses(pose_net, rgbs, input_hw, device) -> np.ndarray:
+    """Integrate the pose network's ``T_prev_cur`` over consecutive frames: (N, 4, 4) camera-to-world."""
+    import torch
+    import torch.nn.functional as F
+
+    out = [np.eye(4)]
+    with torch.inference_mode():
+        prev = None
+        for rgb in rgbs:
+            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255.0).to(device)
+            x = F.interpolate(x, size=input_hw, mode="bilinear", align_corners=False)
+            if prev is not None:
+                T_prev_cur = pose_net.predict_matrix(prev, x, invert=True)[0].double().cpu().numpy()
+                out.append(out[-1] @ T_prev_cur)
+            prev = x
+    return np.stack(out)
+
+
+def _evaluate_method(label, bundle, sequences, protocols, cfg, args, align=True, note=""):
+    evals = {p: [] for p in protocols}
+    seconds, frames = 0.0, 0
+    from tqdm import tqdm
+
+    for seq in tqdm(sequences, desc=label, unit="seq"):
+        pred, gt, T, K, pred_T, elapsed = _predict_sequence(seq, bundle, args, align=align)
+        seconds += elapsed
+        frames += len(pred)
+        if gt is None:
+            print(f"  {seq.name}: no ground-truth depth, skipped")
+            continue
+        for p in protocols:
+            try:
+                evals[p].append(evaluate_sequence(seq.name, gt, pred, p, cfg, T, K, pred_T))
+            except MetricError as exc:  # e.g. a constant prediction: name it, keep evaluating the rest
+                print(f"  {seq.name} ({p}): not evaluated: {exc}")
+    ms = 1000.0 * seconds / max(frames, 1)
+    unit = {1.0: "m", 1000.0: "mm", 100.0: "cm"}.get(cfg.unit_scale, f"m x {cfg.unit_scale:g}")
+    return {
+        p: summarise(label, evals[p], bundle.total_params, bundle.trainable_params, ms, note, unit)
+        for p in protocols
+        if evals[p]
+    }
+
+
+def register(subparsers) -> None:
+    from endo_depth_model.infer import add_model_arguments
+
+    p = subparsers.add_parser(
+        "eval",
+        help="depth protocols (per-frame, per-sequence), TAE, ATE and paper-style tables",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "data", help="dataset path or spec, e.g. scared:ROOT?split=test, hamlyn:ROOT, synth:target"
+    )
+    p.add_argument("--protocol", choices=(*PROTOCOLS, "both"), default="both", help="protocol(s) (both)")
+    p.add_argument("--name", default="EndoDAV (ours)", help="method name in the table")
+    p.add_argument("--out", type=Path, default=Path("eval_results"), help="report folder (eval_results)")
+    p.add_argument(
+        "--ablation", action="store_true", help="add rows: SSB off, projection loss off, alignment off"
+    )
+    p.add_argument("--no-proj-checkpoint", type=Path, help="checkpoint trained without the projection loss")
+    p.add_argument("--eval-min-depth", type=float, default=1e-3, help="valid GT lower bound, report unit")
+    p.add_argument("--eval-max-depth", type=float, default=150.0, help="valid GT upper bound, report unit")
+    p.add_argument("--unit-scale", type=float, default=1000.0, help="metres -> report unit (1000: mm)")
+    add_model_arguments(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from endo_depth_model.checkpoint import CheckpointError
+    from endo_depth_model.data import DataError, open_sequences
+    from endo_depth_model.infer import InferError, load_depth_model
+    from endo_depth_model.streaming import StreamError
+
+    t0 = time.perf_counter()
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    cfg = EvalConfig(args.eval_min_depth, args.eval_max_depth, args.unit_scale)
+    try:
+        sequences = open_sequences(args.data)
+        if not sequences:
+            raise InferError(f"no sequences in {args.data}")
+        full = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, args.device)
+        print(f"model: {full.description}; {len(sequences)} sequence(s)")
+        rows = {p: [] for p in protocols}
+
+        def add(result: dict) -> None:
+            for p, r in result.items():
+                rows[p].append(r)
+
+        add(_evaluate_method(args.name, full, sequences, protocols, cfg, args))
+        if args.ablation:
+            adapted = args.adapter is not None or args.checkpoint is not None
+            if adapted:
+                base = load_depth_model(args.encoder, args.weights, None, None, args.device)
+                add(_evaluate_method("w/o SSB (base VDA)", base, sequences, protocols, cfg, args))
+            else:
+                print("ablation: no --adapter/--checkpoint, so the model is the base model; SSB row skipped")
+            if args.no_proj_checkpoint is not None:
+                nop = load_depth_model(args.encoder, args.weights, None, args.no_proj_checkpoint, args.device)
+                add(_evaluate_method("w/o projection loss", nop, sequences, protocols, cfg, args))
+            else:
+                print("ablation: no --no-proj-checkpoint given; projection-loss row skipped")
+            add(
+                _evaluate_method(
+                    "w/o alignment",
+                    full,
+                    sequences,
+                    protocols,
+                    cfg,
+                    args,
+                    align=False,
+                    note="windows concatenated without scale/shift fit or blending",
+                )
+            )
+    except (InferError, DataError, CheckpointError, StreamError, MetricError, ValueError) as exc:
+        print(f"endo-depth eval: error: {exc}")
+        return 1
+    rows = {p: r for p, r in rows.items() if r}
+    if not rows:
+        print("endo-depth eval: error: no sequence had ground-truth depth")
+        return 1
+    md = save_report(rows, args.out, title=f"{args.name} on {args.data}")
+    for p, r in rows.items():
+        print()
+        print(format_table(r, title=f"{p} protocol"))
+    print(f"\nreport: {md} (+ results.json); {time.perf_counter() - t0:.1f} s")
+    return 0

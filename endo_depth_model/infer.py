@@ -1,0 +1,467 @@
+"""``endo-depth infer``: aligned video depth for an MP4, an image folder, a dataset sequence or a rosbag2.
+
+For every sequence of the source (see :mod:`endo_depth_model.data`) the streaming engine runs with
+EndoDAV's constants and writes, in ``OUT/<sequence>/``:
+
+* ``depth/000000.npy``: float32 (H, W) depth (relative units unless the model is calibrated);
+* ``depth_png/000000.png``: the same as 16-bit PNG, ``depth = value / png_scale`` (in ``meta.json``);
+* ``points/000000.ply``: optional coloured point clouds (every ``--pointcloud-every`` frames);
+* ``meta.json``: model, constants, units, per-pass alignment statistics and timing;
+
+and a colourised MP4 (input | depth side by side) beside the input, ``<input>_depth.mp4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "InferError",
+    "InferOptions",
+    "ModelBundle",
+    "load_depth_model",
+    "write_ply",
+    "run_infer",
+    "register",
+]
+
+PNG_MAX = 65535
+
+
+class InferError(RuntimeError):
+    """Bad arguments or unusable input/output for ``endo-depth infer`` / ``eval``."""
+
+
+@dataclass
+class ModelBundle:
+    """A ready depth model and what the reports need to know about it.
+
+    ``total_params`` counts every parameter of the depth network (SSB vectors included when present);
+    ``trainable_params`` counts the SSB vectors (0 for a base model); ``pose_net`` is set when the
+    checkpoint has one.
+    """
+
+    model: object
+    encoder: str
+    total_params: int
+    trainable_params: int
+    description: str
+    pose_net: object | None = None
+    sources: dict = field(default_factory=dict)
+
+
+def load_depth_model(
+    encoder: str = "vitt",
+    weights: str | Path | None = None,
+    adapter: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    device: str = "cpu",
+    merge: bool = True,
+    seed: int = 0,
+) -> ModelBundle:
+    """Build ``VideoDepthAnything(encoder)``, load base ``weights`` (VDA / DA-V2 file), then an SSB
+    ``adapter`` file or a training ``checkpoint`` folder (adapter + pose net). Without weights the
+    network is randomly initialised from ``seed`` (useful for smoke tests only; said in the description).
+    Adapters are merged into the weights for speed unless ``merge`` is False."""
+    import torch
+
+    from endo_depth_model import checkpoint as ckpt
+    from endo_depth_model import ssb
+    from endo_depth_model.models import build_vda
+
+    if checkpoint is not None and adapter is not None:
+        raise InferError("give either --adapter or --checkpoint, not both")
+    torch.manual_seed(seed)
+    try:
+        model = build_vda(encoder)
+    except ValueError as exc:
+        raise InferError(str(exc)) from None
+    parts = [f"VDA-{encoder}"]
+    sources: dict = {"encoder": encoder}
+    if weights is not None:
+        report = ckpt.load_vda_weights(model, weights)
+        parts.append(f"weights {Path(weights).name} ({report.source})")
+        sources["weights"] = str(weights)
+    else:
+        parts.append("random init (no --weights)")
+    pose_net = None
+    if checkpoint is not None:
+        from endo_depth_model.models.pose_net import PoseNet
+        from endo_depth_model.trainer import POSE_FILE, load_checkpoint_weights
+
+        folder = Path(checkpoint)
+        if not folder.is_dir():
+            raise InferError(f"checkpoint folder not found: {folder}")
+        if (folder / POSE_FILE).is_file():
+            pose_net = PoseNet()
+        load_checkpoint_weights(model, pose_net, folder)
+        parts.append(f"checkpoint {folder.name}")
+        sources["checkpoint"] = str(folder)
+    elif adapter is not None:
+        if not Path(adapter).is_file():
+            raise InferError(f"adapter file not found: {adapter}")
+        ssb.load_adapter(model, adapter)
+        parts.append(f"SSB adapter {Path(adapter).name}")
+        sources["adapter"] = str(adapter)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(_ssb_counts(model))
+    if merge and (adapter is not None or checkpoint is not None):
+        ssb.merge_ssb(model)
+    model = model.to(device).eval()
+    if pose_net is not None:
+        pose_net = pose_net.to(device).eval()
+    return ModelBundle(model, encoder, total, trainable, ", ".join(parts), pose_net, sources)
+
+
+def _ssb_counts(model) -> list[int]:
+    from endo_depth_model import ssb
+
+    return [
+        sum(p.numel() for attr in ssb.SSBLinear.adapter_layer_names for p in getattr(layer, attr).values())
+        for _, _, layer in ssb.ssb_layers(model)
+    ]
+
+
+def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> int:
+    """Binary little-endian PLY of finite ``points`` (N, 3) float32 with ``colors`` (N, 3) uint8;
+    returns the number of vertices written."""
+    keep = np.isfinite(points).all(axis=1)
+    pts, cols = points[keep].astype("<f4"), colors[keep].astype(np.uint8)
+    vertex = np.empty(
+        len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")]
+    )
+    for i, name in enumerate("xyz"):
+        vertex[name] = pts[:, i]
+    for i, name in enumerate("rgb"):
+        vertex[name] = cols[:, i]
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(vertex)}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(vertex.tobytes())
+    return len(vertex)
+
+
+def _even(rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if (h % 2 or w % 2) else rgb
+
+
+def source_path(source: str) -> Path | None:
+    """The file system path inside a source spec (``kind:PATH?options`` or a plain path), if any."""
+    head = str(source).partition("?")[0]
+    kind, sep, rest = head.partition(":")
+    if sep and kind.replace("-", "").isalpha() and len(kind) > 1:
+        head = rest
+    return Path(head) if head else None
+
+
+def _video_path(source: str, sequence_name: str, n_sequences: int, out_dir: Path) -> Path:
+    """``<input>_depth.mp4`` beside a file or folder input; inside ``out_dir`` for specs without a path."""
+    path = source_path(source)
+    if path is None or not path.exists():
+        return out_dir / f"{sequence_name or 'video'}_depth.mp4"
+    stem = path.stem if path.is_file() else path.name
+    suffix = f"_{sequence_name.replace('/', '_')}" if n_sequences > 1 and sequence_name else ""
+    return path.parent / f"{stem}{suffix}_depth.mp4"
+
+
+@dataclass
+class InferOptions:
+    """Options of :func:`run_infer` (see ``endo-depth infer --help``)."""
+
+    input_hw: tuple[int, int] = (224, 280)
+    window: int = 32
+    overlap: int = 10
+    stride: int | None = None
+    blend: int = 8
+    min_depth: float = 0.1
+    max_depth: float = 150.0
+    save_npy: bool = True
+    save_png: bool = True
+    video: bool = True
+    video_path: str | Path | None = None
+    pointcloud_every: int = 0
+    cmap: str = "turbo"
+    max_frames: int | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+
+def run_infer(
+    source: str,
+    out_dir: str | Path,
+    bundle: ModelBundle,
+    options: InferOptions | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run the engine over every sequence of ``source``; returns one summary dict (``meta.json``) per
+    sequence."""
+    from endo_depth_model.data import open_sequences
+
+    opts = options or InferOptions()
+    sequences = open_sequences(source)
+    if not sequences:
+        raise InferError(f"no sequences found in {source}")
+    summaries = []
+    for seq in sequences:
+        meta = _infer_sequence(seq, source, len(sequences), Path(out_dir), bundle, opts, log)
+        if meta is not None:
+            summaries.append(meta)
+    return summaries
+
+
+def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOptions, log) -> dict | None:
+    import torch
+    from tqdm import tqdm
+
+    from endo_depth_model.colormap import ColorRange, colorize
+    from endo_depth_model.data.video import VideoWriter
+    from endo_depth_model.geometry import backproject_np
+    from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
+    from endo_depth_model.streaming import StreamingDepth
+
+    name = seq.name or "sequence"
+    seq_dir = out_dir / name.replace("/", "_")
+    n_total = len(seq) if opts.max_frames is None else min(len(seq), opts.max_frames)
+    if n_total == 0:
+        log(f"skipping {name}: no frames")
+        return None
+    seq_dir.mkdir(parents=True, exist_ok=True)
+    for sub, on in (
+        ("depth", opts.save_npy),
+        ("depth_png", opts.save_png),
+        ("points", opts.pointcloud_every > 0),
+    ):
+        if on:
+            (seq_dir / sub).mkdir(parents=True, exist_ok=True)
+    pass_stats: list[dict] = []
+
+    def to_depth(disparity: np.ndarray) -> np.ndarray:
+        return np.asarray(disparity_to_depth(disparity, opts.min_depth, opts.max_depth), dtype=np.float32)
+
+    def on_pass(st, idx) -> None:
+        pass_stats.append(
+            {"first": idx[0], "last": idx[-1], "scale": st.scale, "shift": st.shift,
+             "residual": st.residual, "reanchored": st.reanchored, "reason": st.reason}
+        )  # fmt: skip
+
+    engine = StreamingDepth(
+        bundle.model,
+        Preprocessor(input_hw=opts.input_hw),
+        window=opts.window,
+        overlap=opts.overlap,
+        stride=opts.stride,
+        blend=opts.blend,
+        depth_fn=to_depth,
+        device=opts.device,
+    )
+    engine.on_pass = on_pass
+    mp4 = Path(opts.video_path) if opts.video_path else _video_path(source, name, n_sequences, out_dir)
+    writer = VideoWriter(mp4, float(seq.fps or 30.0)) if opts.video else None
+    colors = ColorRange(warmup=max(1, opts.window - opts.blend))
+    frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    state = {"done": 0, "points": 0, "png_scale": None}
+
+    def consume(results) -> None:
+        if writer is not None:  # settle the colour range on the whole first batch
+            for r in results[: colors.warmup]:
+                colors.update(r.disparity)
+        for r in results:
+            rgb, K = frames.pop(r.index)
+            depth = r.depth
+            if opts.save_npy:
+                np.save(seq_dir / "depth" / f"{r.index:06d}.npy", depth)
+            if opts.save_png:
+                if state["png_scale"] is None:  # fixed per sequence: 2x the 99th percentile = full scale
+                    state["png_scale"] = PNG_MAX / max(2.0 * float(np.percentile(depth, 99)), 1e-9)
+                _write_png16(seq_dir / "depth_png" / f"{r.index:06d}.png", depth, state["png_scale"])
+            if writer is not None:
+                lo, hi = colors.update(r.disparity)
+                writer.add(_even(np.concatenate([rgb, colorize(r.disparity, lo, hi, opts.cmap)], axis=1)))
+            if opts.pointcloud_every and r.index % opts.pointcloud_every == 0:
+                pts = backproject_np(depth, K).reshape(-1, 3)
+                ply = seq_dir / "points" / f"{r.index:06d}.ply"
+                state["points"] += write_ply(ply, pts, rgb.reshape(-1, 3))
+            state["done"] += 1
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=n_total, unit="frame", desc=name, disable=not opts.progress)
+    try:
+        for i, frame in enumerate(seq):
+            if i >= n_total:
+                break
+            frames[i] = (frame.rgb, frame.K)
+            consume(engine.push(frame.rgb, frame.stamp_ns))
+            bar.update(1)
+        consume(engine.flush())
+    finally:
+        bar.close()
+        if writer is not None and writer.n:
+            writer.close()
+    if torch.cuda.is_available() and str(opts.device).startswith("cuda"):
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    n_done = state["done"]
+    meta = {
+        "sequence": name,
+        "source": str(source),
+        "n_frames": n_done,
+        "model": bundle.description,
+        "units": "relative depth: Monodepth2 disparity_to_depth of the aligned disparity",
+        "min_depth": opts.min_depth,
+        "max_depth": opts.max_depth,
+        "png_scale": state["png_scale"],
+        "png_note": "depth = png_value / png_scale; 0 = invalid",
+        "window": opts.window,
+        "overlap": opts.overlap,
+        "stride": engine.stride,
+        "blend": opts.blend,
+        "input_hw": list(opts.input_hw),
+        "head_passes": engine.head_passes,
+        "encoded_frames": engine.encoded_frames,
+        "ms_per_frame": 1000.0 * elapsed / max(n_done, 1),
+        "video": str(mp4) if opts.video else None,
+        "alignment": pass_stats,
+    }
+    (seq_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    reanchors = sum(1 for p in pass_stats if p["reanchored"] and p["reason"] != "first")
+    log(
+        f"{name}: {n_done} frames in {elapsed:.1f} s ({meta['ms_per_frame']:.1f} ms/frame), "
+        f"{engine.head_passes} head passes, {reanchors} re-anchors -> {seq_dir}"
+        + (f", video {mp4}" if opts.video else "")
+        + (f", {state['points']} points" if opts.pointcloud_every else "")
+    )
+    return meta
+
+
+def _write_png16(path: Path, depth: np.ndarray, scale: float) -> None:
+    import cv2
+
+    value = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * scale), 0)
+    if not cv2.imwrite(str(path), np.clip(value, 0, PNG_MAX).astype(np.uint16)):
+        raise InferError(f"could not write {path}")
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Model and engine options shared by ``infer`` and ``eval``."""
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--encoder", default="vits", help="VDA size: vitt (tiny, tests), vits, vitb, vitl (default vits)"
+    )
+    g.add_argument("--weights", type=Path, help="base VDA or Depth-Anything-V2 weights (.safetensors / .pth)")
+    g.add_argument("--adapter", type=Path, help="SSB adapter file (.safetensors) from training")
+    g.add_argument("--checkpoint", type=Path, help="training checkpoint folder (adapter + pose net)")
+    g.add_argument(
+        "--device", default="cuda" if _cuda() else "cpu", help="torch device (default: cuda if present)"
+    )
+    g.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=(224, 280),
+        metavar=("H", "W"),
+        help="network input size, multiples of 14 (EndoDAV: 224 280)",
+    )
+    e = p.add_argument_group("streaming (EndoDAV defaults)")
+    e.add_argument("--window", type=int, default=32, help="frames per head pass (32)")
+    e.add_argument("--overlap", type=int, default=10, help="positions of earlier frames per window (10)")
+    e.add_argument(
+        "--stride", type=int, default=None, help="new frames per head pass (default window-overlap)"
+    )
+    e.add_argument("--blend", type=int, default=8, help="cross-faded frames between windows (8)")
+    e.add_argument("--min-depth", type=float, default=0.1, help="disparity_to_depth min depth (0.1)")
+    e.add_argument("--max-depth", type=float, default=150.0, help="disparity_to_depth max depth (150)")
+    e.add_argument("--max-frames", type=int, default=None, help="stop each sequence after this many frames")
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no usable torch: CPU default
+        return False
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "infer",
+        help="aligned video depth for a video, image folder, dataset sequence or rosbag2",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source", help="video file, image folder, dataset path or spec (e.g. rosbag:BAG?topic=/image)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: <input>_depth beside the input)"
+    )
+    add_model_arguments(p)
+    o = p.add_argument_group("outputs")
+    o.add_argument("--no-npy", action="store_true", help="do not write float32 .npy depth")
+    o.add_argument("--no-png", action="store_true", help="do not write 16-bit PNG depth")
+    o.add_argument("--no-video", action="store_true", help="do not write the colourised MP4")
+    o.add_argument(
+        "--video-path", type=Path, default=None, help="colourised MP4 path (default beside the input)"
+    )
+    o.add_argument(
+        "--pointcloud-every", type=int, default=0, metavar="N", help="write a PLY every N frames (0: none)"
+    )
+    o.add_argument("--cmap", default="turbo", choices=("turbo", "inferno", "gray"), help="colour map (turbo)")
+    p.set_defaults(func=main)
+
+
+def _default_out(source: str) -> Path:
+    path = source_path(source)
+    if path is None or not path.exists():
+        return Path("depth_out")
+    return path.parent / f"{path.stem if path.is_file() else path.name}_depth"
+
+
+def main(args: argparse.Namespace) -> int:
+    from endo_depth_model.checkpoint import CheckpointError
+    from endo_depth_model.data import DataError
+    from endo_depth_model.streaming import StreamError
+
+    t0 = time.perf_counter()
+    try:
+        bundle = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, args.device)
+        out = args.out or _default_out(args.source)
+        print(f"model: {bundle.description}; output: {out}")
+        opts = InferOptions(
+            input_hw=tuple(args.input_size),
+            window=args.window,
+            overlap=args.overlap,
+            stride=args.stride,
+            blend=args.blend,
+            min_depth=args.min_depth,
+            max_depth=args.max_depth,
+            save_npy=not args.no_npy,
+            save_png=not args.no_png,
+            video=not args.no_video,
+            video_path=args.video_path,
+            pointcloud_every=args.pointcloud_every,
+            cmap=args.cmap,
+            max_frames=args.max_frames,
+            device=args.device,
+        )
+        summaries = run_infer(args.source, out, bundle, opts)
+    except (InferError, DataError, CheckpointError, StreamError, ValueError) as exc:
+        print(f"endo-depth infer: error: {exc}")
+        return 1
+    n = sum(s["n_frames"] for s in summaries)
+    print(f"done: {len(summaries)} sequence(s), {n} frames in {time.perf_counter() - t0:.1f} s -> {out}")
+    return 0

@@ -1,0 +1,136 @@
+"""``endo-depth infer`` over an MP4 and an image folder: depth arrays, 16-bit PNGs, the colourised MP4
+beside the input, point clouds and meta.json agree with each other and with the frame count."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from endo_depth_model.infer import InferError, load_depth_model, source_path, write_ply
+
+N, H, W = 14, 28, 42
+
+
+def _frames(n=N):
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:H, 0:W]
+    out = []
+    for i in range(n):
+        base = 120 + 80 * np.sin(0.3 * x + 0.2 * i)[..., None] * np.cos(0.2 * y)[..., None]
+        out.append(np.clip(base + rng.normal(0, 5, (H, W, 3)), 0, 255).astype(np.uint8))
+    return out
+
+
+def _read_video(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_infer_mp4_writes_all_outputs(tmp_path, vitt_weights, capsys):
+    import cv2
+
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.video import write_video
+
+    video = tmp_path / "clip.mp4"
+    write_video(_frames(), video, fps=10)
+    out = tmp_path / "out"
+    argv = [
+        "infer", str(video), "--encoder", "vitt", "--weights", str(vitt_weights), "--input-size", "28", "42",
+        "--device", "cpu", "--out", str(out), "--window", "8", "--overlap", "4", "--blend", "2",
+        "--pointcloud-every", "5",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    seq_dirs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(seq_dirs) == 1
+    seq = seq_dirs[0]
+    meta = json.loads((seq / "meta.json").read_text())
+    assert meta["n_frames"] == N and meta["encoded_frames"] == N and meta["stride"] == 4
+    depth = [np.load(seq / "depth" / f"{i:06d}.npy") for i in range(N)]
+    assert all(
+        d.shape == (H, W) and d.dtype == np.float32 and np.isfinite(d).all() and (d > 0).all() for d in depth
+    )
+    png = cv2.imread(str(seq / "depth_png" / "000003.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and png.shape == (H, W)
+    np.testing.assert_allclose(png / meta["png_scale"], depth[3], atol=1.0 / meta["png_scale"])
+    # colourised video beside the input: input | depth, one frame per input frame
+    mp4 = tmp_path / "clip_depth.mp4"
+    assert meta["video"] == str(mp4) and mp4.is_file()
+    frames = _read_video(mp4)
+    assert len(frames) == N and frames[0].shape == (H, 2 * W, 3)
+    plys = sorted((seq / "points").glob("*.ply"))
+    assert [p.name for p in plys] == ["000000.ply", "000005.ply", "000010.ply"]
+    assert b"element vertex 1176" in plys[0].read_bytes()[:200]  # 28 x 42 points
+    # window 8, stride 4: contexts at lags 10 and 8; the third pass is padded with the last frame
+    assert [(p["first"], p["last"]) for p in meta["alignment"]] == [(0, 7), (1, 11), (5, 15)]
+    assert "frames in" in capsys.readouterr().out
+
+
+def test_infer_image_folder_no_video(tmp_path, vitt_weights):
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.sequence import write_rgb
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, f in enumerate(_frames(9)):
+        write_rgb(folder / f"{i:04d}.png", f)
+    out = tmp_path / "o"
+    argv = [
+        "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights),
+        "--input-size", "28", "42", "--device", "cpu", "--out", str(out), "--no-video", "--no-png",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    seq = next(p for p in out.iterdir() if p.is_dir())
+    assert len(list((seq / "depth").glob("*.npy"))) == 9
+    assert not (seq / "depth_png").exists() and not (tmp_path / "imgs_depth.mp4").exists()
+
+
+def test_infer_errors_are_reported(tmp_path, capsys):
+    from endo_depth_model.cli import main
+
+    assert main(["infer", str(tmp_path / "nope.mp4"), "--encoder", "vitt", "--device", "cpu"]) == 1
+    assert "nope.mp4" in capsys.readouterr().out
+    with pytest.raises(InferError, match="adapter file not found"):
+        load_depth_model("vitt", adapter=tmp_path / "missing.safetensors")
+    with pytest.raises(InferError, match="unknown VDA config"):
+        load_depth_model("vitx")
+
+
+def test_write_ply_and_source_path(tmp_path):
+    pts = np.array([[0.0, 1.0, 2.0], [np.nan, 0, 0], [3.0, 4.0, 5.0]], np.float32)
+    cols = np.array([[255, 0, 0], [0, 0, 0], [0, 255, 0]], np.uint8)
+    assert write_ply(tmp_path / "a.ply", pts, cols) == 2
+    raw = (tmp_path / "a.ply").read_bytes()
+    header, body = raw.split(b"end_header\n")
+    assert b"element vertex 2" in header and len(body) == 2 * 15
+    rec = np.frombuffer(body, dtype=[("p", "<f4", 3), ("c", "u1", 3)])
+    np.testing.assert_array_equal(rec["p"], pts[[0, 2]])
+    np.testing.assert_array_equal(rec["c"], cols[[0, 2]])
+    assert source_path("rosbag:/data/bag?topic=/x") == source_path("/data/bag")
+    assert str(source_path("video:clip.mp4")) == "clip.mp4"
+
+
+def test_infer_rosbag_topic(tmp_path, vitt_weights):
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.rosbag import write_rosbag
+    from endo_depth_model.data.sequence import Frame
+
+    K = np.array([[30.0, 0, 20.5], [0, 30.0, 13.5], [0, 0, 1]])
+    frames = [Frame(rgb=f, K=K, stamp_ns=1_000_000 * i, index=i) for i, f in enumerate(_frames(7))]
+    bag = tmp_path / "bag"
+    write_rosbag(frames, bag, image_topic="/endoscope/image_raw")
+    out = tmp_path / "o"
+    argv = [
+        "infer", f"rosbag:{bag}?topic=/endoscope/image_raw",
+        "--encoder", "vitt", "--weights", str(vitt_weights),
+        "--input-size", "28", "42", "--device", "cpu", "--out", str(out), "--no-png",
+        "--window", "6", "--overlap", "4", "--blend", "2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    seq = next(p for p in out.iterdir() if p.is_dir())
+    assert sorted(p.name for p in (seq / "depth").glob("*.npy")) == [f"{i:06d}.npy" for i in range(7)]
+    assert (tmp_path / "bag_depth.mp4").is_file()  # beside the bag
