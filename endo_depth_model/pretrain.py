@@ -1,0 +1,184 @@
+"""Supervised pretraining of a small VDA on simulator ground truth (the shipped base model's first stage).
+
+EndoDAV starts from Video Depth Anything, pretrained on large natural-video data. Our shipped CPU model
+(``vitt``) has no such checkpoint, so its base is trained here on the simulator's *source* domain with
+ground-truth depth, then SSB-fine-tuned self-supervised on the *target* domain (``endo-depth train``),
+as EndoDAV does with VDA and SCARED.
+
+Loss, per frame, on disparity: the scale-and-shift-invariant L1 of MiDaS/Depth Anything (prediction and
+target each normalised by median and mean absolute deviation) plus a weak log-median term that anchors
+the absolute level to ``depth_to_disparity(gt, min_depth, max_depth)``, so that the output is usable by
+the Monodepth2-style depth conversion of the self-supervised stage.
+
+    endo-depth pretrain --out runs/pretrain --sequences 16 --frames 32 --steps 600
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class PretrainConfig:
+    out: str = "runs/pretrain"
+    model: str = "vitt"
+    preset: str = "source"
+    sequences: int = 16
+    frames: int = 32
+    first_seed: int = 1000
+    input_height: int = 224
+    input_width: int = 280
+    clip: int = 4
+    steps: int = 600
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    min_depth: float = 0.001
+    max_depth: float = 0.3
+    level_weight: float = 0.1
+    seed: int = 0
+    threads: int = 0
+
+
+def _normalise(x, valid):
+    """Per-frame median / mean-absolute-deviation normalisation over valid pixels. x, valid (N, P)."""
+    import torch
+
+    xs = torch.where(valid, x, torch.nan)
+    med = xs.nanmedian(dim=1, keepdim=True).values
+    mad = (xs - med).abs().nanmean(dim=1, keepdim=True).clamp_min(1e-6)
+    return (x - med) / mad, med
+
+
+def ssi_loss(pred, target, valid, level_weight: float = 0.1):
+    """Scale-and-shift-invariant L1 on disparity + weak log-median level term.
+
+    ``pred``, ``target`` (N, H, W) disparity, ``valid`` (N, H, W) bool. Returns a scalar tensor.
+    """
+    import torch
+
+    n = pred.shape[0]
+    p, t, v = pred.reshape(n, -1), target.reshape(n, -1), valid.reshape(n, -1)
+    pn, pmed = _normalise(p, v)
+    tn, tmed = _normalise(t, v)
+    l1 = ((pn - tn).abs() * v).sum() / v.sum().clamp_min(1)
+    level = (torch.log(pmed.clamp_min(1e-6)) - torch.log(tmed.clamp_min(1e-6))).abs().mean()
+    return l1 + level_weight * level
+
+
+def render_dataset(cfg: PretrainConfig) -> list[dict]:
+    """Render (or load from ``out/data``) the source-domain sequences at the network input size."""
+    from tqdm import tqdm
+
+    from endo_depth_model.data.simulator import EndoscopySimulator, preset
+
+    cache = Path(cfg.out) / "data"
+    cache.mkdir(parents=True, exist_ok=True)
+    seqs = []
+    for i in tqdm(range(cfg.sequences), desc=f"render {cfg.preset} sequences", unit="seq"):
+        path = (
+            cache / f"{cfg.preset}_{cfg.first_seed + i}_{cfg.frames}_{cfg.input_height}x{cfg.input_width}.npz"
+        )
+        if not path.is_file():
+            sim = EndoscopySimulator(
+                preset(
+                    cfg.preset,
+                    seed=cfg.first_seed + i,
+                    n_frames=cfg.frames,
+                    height=cfg.input_height,
+                    width=cfg.input_width,
+                )
+            )
+            frames = list(sim)
+            np.savez_compressed(
+                path,
+                rgb=np.stack([f.rgb for f in frames]),
+                depth=np.stack([f.depth for f in frames]),
+            )
+        with np.load(path) as data:
+            seqs.append({"rgb": data["rgb"], "depth": data["depth"]})
+    return seqs
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    from endo_depth_model.checkpoint import save_safetensors
+    from endo_depth_model.models import build_vda
+    from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, depth_to_disparity
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seqs = render_dataset(cfg)
+    model = build_vda(cfg.model)
+    # A randomly initialised final conv can leave the last ReLU dead everywhere (zero output, no gradient):
+    # start it alive, at a typical disparity level.
+    last = model.head.scratch.output_conv2[2]
+    torch.nn.init.normal_(last.weight, std=1e-3)
+    torch.nn.init.constant_(last.bias, 0.02)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    log = []
+    t0 = time.time()
+    bar = tqdm(range(cfg.steps), desc="pretrain", unit="step")
+    for step in bar:
+        seq = seqs[rng.integers(len(seqs))]
+        n = len(seq["rgb"])
+        stride = int(rng.integers(1, 3))
+        start = int(rng.integers(0, n - (cfg.clip - 1) * stride))
+        idx = start + stride * np.arange(cfg.clip)
+        if rng.random() < 0.5:
+            idx = idx[::-1].copy()  # time reversal: the temporal modules see both directions
+        rgb = torch.from_numpy(seq["rgb"][idx]).permute(0, 3, 1, 2).float().div(255.0)[None]
+        depth = torch.from_numpy(seq["depth"][idx])
+        if rng.random() < 0.5:
+            rgb, depth = rgb.flip(-1), depth.flip(-1)
+        valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)
+        target = depth_to_disparity(torch.nan_to_num(depth, nan=cfg.max_depth), cfg.min_depth, cfg.max_depth)
+        pred = model((rgb - mean) / std)[0]
+        loss = ssi_loss(pred, target, valid, cfg.level_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        log.append({"step": step + 1, "loss": float(loss), "lr": sched.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-20:]]):.4f}")
+        if (step + 1) % 100 == 0 or step + 1 == cfg.steps:
+            save_safetensors(
+                model,
+                out / f"{cfg.model}_pretrained.safetensors",
+                metadata={"config": cfg.model, "stage": "supervised-source", "step": str(step + 1)},
+            )
+    minutes = (time.time() - t0) / 60
+    (out / "pretrain_log.json").write_text(
+        json.dumps({"config": asdict(cfg), "minutes": minutes, "log": log})
+    )
+    first, last = np.mean([r["loss"] for r in log[:20]]), np.mean([r["loss"] for r in log[-20:]])
+    print(
+        f"\npretrained {cfg.model} for {cfg.steps} steps in {minutes:.1f} min: loss {first:.4f} -> {last:.4f}"
+    )
+    print(f"weights: {out / f'{cfg.model}_pretrained.safetensors'}")
+    return out / f"{cfg.model}_pretrained.safetensors"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="supervised pretraining of a small VDA on simulator ground truth"
+    )
+    d = PretrainConfig()
+    for name, value in asdict(d).items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    p.set_defaults(func=lambda a: pretrain(PretrainConfig(**{k: getattr(a, k) for k in asdict(d)})) and 0)
