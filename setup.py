@@ -85,6 +85,6 @@ setup(
         "dev": requirements("dev"),
         "build": requirements("build"),
     },
-    entry_points={"console_scripts": ["endo-depth = endo_depth_model.cli:main"]},
+    entry_points={"console_scripts": ["endo-depth = endo_depth_ros.cli:main"]},
     zip_safe=False,
 )

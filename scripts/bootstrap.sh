@@ -67,7 +67,7 @@ if ! stamp_ok ament "$ament_hash"; then
   pyinc=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
   npinc=$("$venv/bin/python" -c "import numpy; print(numpy.get_include())")
   # The wheels' CMake exports hard-code the wheel builder's paths; point them at this venv (idempotent).
-  grep -rl /opt/python/cp311-cp311 "$venv/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i \
+  { grep -rl /opt/python/cp311-cp311 "$venv/share" --include='*.cmake' 2>/dev/null || true; } | xargs -r sed -i \
     "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g; s#/opt/python/cp311-cp311/include/python3.11#$pyinc#g"
   log="$root/build/cmake.log"; mkdir -p "$root/build"
   if ! { cmake -S "$root" -B "$build" -DCMAKE_PREFIX_PATH="$venv" -DCMAKE_INSTALL_PREFIX="$venv" \

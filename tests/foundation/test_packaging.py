@@ -59,7 +59,7 @@ def test_wheel_holds_both_packages_share_directory_and_executables(wheel):
 def test_wheel_declares_console_script_and_extras(wheel):
     meta_dir = next(n.split("/")[0] for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     entry_points = wheel.read(f"{meta_dir}/entry_points.txt").decode()
-    assert re.search(r"^endo-depth = endo_depth_model\.cli:main$", entry_points, re.M)
+    assert re.search(r"^endo-depth = endo_depth_ros\.cli:main$", entry_points, re.M)
     metadata = wheel.read(f"{meta_dir}/METADATA").decode()
     extras = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.M))
     assert {"tensorrt", "dev", "ros"} <= extras

@@ -77,3 +77,16 @@ def test_fastdds_profile_uses_shared_memory_and_loopback_udp_only():
     assert participant.findtext(".//d:useBuiltinTransports", namespaces=ns) == "false"
     used = [t.text for t in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
     assert sorted(used) == sorted(descriptors)
+
+
+def test_bootstrap_is_idempotent_and_does_nothing_when_nothing_changed():
+    """A second run of the set-up finds every step up to date (the README promises seconds)."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bootstrap.sh")], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    again = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bootstrap.sh")], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines() == [f"[bootstrap] ready: {ROOT / '.venv'}"]

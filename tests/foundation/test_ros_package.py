@@ -147,11 +147,17 @@ def test_install_tree_has_share_directory_index_and_executables():
     share = prefix / "share" / "endo_depth_ros"
     assert (share / "package.xml").is_file()
     assert (share / "config" / "fastdds_shm.xml").is_file()
+    assert (share / "config" / "depth.yaml").is_file()
+    assert sorted(p.name for p in (ROOT / "launch").glob("*.py")) == sorted(
+        p.name for p in (share / "launch").glob("*.py")
+    )
+    assert (share / "launch" / "depth.launch.py").is_file()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "endo_depth_ros").is_file()
     # the generated interface definition is installed beside them
     assert (share / "msg" / "DepthAlignment.msg").is_file()
+    for name in ("endo_depth", "depth_node"):
+        assert os.access(prefix / "lib" / "endo_depth_ros" / name, os.X_OK), name
     exe = prefix / "lib" / "endo_depth_ros" / "endo_depth"
-    assert os.access(exe, os.X_OK)
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60, cwd="/")
     from endo_depth_model import __version__
 

@@ -1,0 +1,302 @@
+"""The online depth pipeline: streaming aligned depth + pose network odometry + metric scale.
+
+One pure object used by the ROS node (and usable from any Python program): push RGB frames with their
+stamps, get finalised depth frames and per-frame odometry back. No ROS imports here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from endo_depth_model.odometry import SCALE_MODES, PoseIntegrator, ScaleEstimator, ScaleState
+
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class PipelineError(ValueError):
+    """The pipeline cannot be built from this configuration (bad values, missing or wrong weights)."""
+
+
+@dataclass
+class PipelineConfig:
+    """Everything the online pipeline needs; the node's parameters map 1:1 onto these fields.
+
+    Depth is ``disparity_to_depth(aligned disparity, min_depth, max_depth) * scale`` in the unit of
+    ``min_depth``/``max_depth`` (metres for ROS), where ``scale`` comes from ``scale_mode``.
+    """
+
+    model_config: str = "vitt"
+    weights: str = ""  # VDA weights (.safetensors / .pth); "" = the shipped default model
+    adapter: str = ""  # optional SSB adapter (.safetensors)
+    pose_weights: str = ""  # pose network weights; "" = shipped default if present, else no odometry
+    device: str = "cpu"
+    input_height: int = 224
+    input_width: int = 280
+    window: int = 16
+    overlap: int = 6
+    stride: int = 2
+    blend: int = 4
+    min_depth: float = 0.001
+    max_depth: float = 0.3
+    scale_mode: str = "relative"
+    fixed_scale: float = 1.0
+    kinematic_window: int = 30
+    kinematic_min_pairs: int = 5
+    kinematic_min_motion_m: float = 1e-4
+    torch_threads: int = 0  # 0 = torch default
+
+    def validate(self) -> None:
+        problems = []
+        if self.input_height <= 0 or self.input_height % 14 or self.input_width <= 0 or self.input_width % 14:
+            problems.append(
+                f"input size {self.input_height}x{self.input_width} must be positive multiples of 14"
+            )
+        if not 0 <= self.blend <= self.overlap < self.window:
+            problems.append(
+                f"need 0 <= blend ({self.blend}) <= overlap ({self.overlap}) < window ({self.window})"
+            )
+        elif not 1 <= self.stride <= self.window - self.overlap:
+            problems.append(
+                f"stride {self.stride} must be in 1..{self.window - self.overlap} (window - overlap)"
+            )
+        if self.window > 32:
+            problems.append(f"window {self.window} exceeds Video Depth Anything's 32 frames")
+        if not 0 < self.min_depth < self.max_depth:
+            problems.append(f"need 0 < min_depth ({self.min_depth}) < max_depth ({self.max_depth})")
+        if self.scale_mode not in SCALE_MODES:
+            problems.append(f"scale_mode {self.scale_mode!r} is not one of {SCALE_MODES}")
+        if not self.fixed_scale > 0:
+            problems.append(f"fixed_scale must be > 0, got {self.fixed_scale}")
+        if not 1 <= self.kinematic_min_pairs <= self.kinematic_window:
+            problems.append("need 1 <= kinematic_min_pairs <= kinematic_window")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
+        if problems:
+            raise PipelineError("; ".join(problems))
+
+
+@dataclass
+class FrameDepth:
+    """One finalised frame: ``depth`` (H, W) float32 (NaN invalid), its ``stamp`` and alignment."""
+
+    stamp: Any
+    index: int
+    depth: np.ndarray
+    disparity: np.ndarray
+    align: Any  # endo_depth_model.align.AlignStats
+    scale: ScaleState
+    snippet_index: int
+
+
+@dataclass
+class FrameMotion:
+    """Odometry after one frame: camera pose in the odometry frame and the step from the previous frame."""
+
+    stamp: Any
+    T_odom_cam: np.ndarray
+    T_prev_cur: np.ndarray
+    scale: ScaleState
+
+
+@dataclass
+class PipelineStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    head_passes: int = 0
+    reanchors: int = 0
+    infer_ms: list[float] = field(default_factory=list)
+
+
+def _resolve(path: str, default_name: str) -> Path | None:
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise PipelineError(f"weights file not found: {p}")
+        return p
+    shipped = SHIPPED_MODEL_DIR / default_name
+    return shipped if shipped.is_file() else None
+
+
+def load_depth_model(cfg: PipelineConfig):
+    """Build the VDA model of ``cfg.model_config`` and load its weights (and SSB adapter, merged)."""
+    import torch
+
+    from endo_depth_model.checkpoint import CheckpointError, load_vda_weights
+    from endo_depth_model.models import VDA_CONFIGS, build_vda
+
+    if cfg.model_config not in VDA_CONFIGS:
+        raise PipelineError(f"unknown model config {cfg.model_config!r}; known: {sorted(VDA_CONFIGS)}")
+    weights = _resolve(cfg.weights, f"{cfg.model_config}_endodav.safetensors")
+    if weights is None:
+        raise PipelineError(
+            f"no weights given and no shipped model "
+            f"{SHIPPED_MODEL_DIR / (cfg.model_config + '_endodav.safetensors')}: set the weights path "
+            "(parameter model.weights / option --weights)"
+        )
+    model = build_vda(cfg.model_config)
+    try:
+        if cfg.adapter:
+            from endo_depth_model import ssb
+
+            adapter = _resolve(cfg.adapter, "")
+            model = ssb.apply_ssb(model)
+            load_vda_weights(model, weights)
+            ssb.load_adapter(model, adapter)
+            model = ssb.merge_ssb(model)
+        else:
+            load_vda_weights(model, weights)
+    except CheckpointError as exc:
+        raise PipelineError(str(exc)) from exc
+    return model.to(torch.device(cfg.device)).eval()
+
+
+def load_pose_model(cfg: PipelineConfig):
+    """The pose network with its weights, or None when none is given or shipped."""
+    import torch
+
+    path = _resolve(cfg.pose_weights, f"{cfg.model_config}_endodav_pose.safetensors")
+    if path is None:
+        return None
+    from endo_depth_model.checkpoint import read_state_dict
+    from endo_depth_model.models.pose_net import PoseNet
+
+    state = read_state_dict(path)
+    net = PoseNet(predict_intrinsics=any(k.startswith("intrinsics") for k in state))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise PipelineError(
+            f"{path}: not pose network weights (missing {list(missing)[:4]}, unexpected "
+            f"{list(unexpected)[:4]})"
+        )
+    return net.to(torch.device(cfg.device)).eval()
+
+
+class DepthPipeline:
+    """Streaming aligned depth with odometry and scale. Not thread-safe: call from one worker thread."""
+
+    def __init__(self, cfg: PipelineConfig, depth_model=None, pose_model=None) -> None:
+        import torch
+
+        from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
+        from endo_depth_model.streaming import StreamingDepth
+
+        cfg.validate()
+        self.cfg = cfg
+        if cfg.torch_threads > 0:
+            torch.set_num_threads(cfg.torch_threads)
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise PipelineError(f"device {cfg.device!r} requested but CUDA is not available")
+        self.device = torch.device(cfg.device)
+        self.model = depth_model if depth_model is not None else load_depth_model(cfg)
+        self.pose_model = pose_model if pose_model is not None else load_pose_model(cfg)
+        self.preprocessor = Preprocessor((cfg.input_height, cfg.input_width))
+        self._disp_to_depth = disparity_to_depth
+        self.stream = StreamingDepth(
+            self.model,
+            lambda rgb: self.preprocessor(rgb)[0],
+            window=cfg.window,
+            overlap=cfg.overlap,
+            stride=cfg.stride,
+            blend=cfg.blend,
+            device=self.device,
+        )
+        self.scale = ScaleEstimator(
+            cfg.scale_mode,
+            cfg.fixed_scale,
+            cfg.kinematic_window,
+            cfg.kinematic_min_pairs,
+            cfg.kinematic_min_motion_m,
+        )
+        self.odometry = PoseIntegrator()
+        self.stats = PipelineStats()
+        self._prev_pose_input = None
+        self._snippet_index = -1
+        self._last_stats = None
+
+    @property
+    def has_odometry(self) -> bool:
+        return self.pose_model is not None
+
+    def reset(self) -> int:
+        """Re-anchor depth and restart odometry at the identity; returns the frames dropped."""
+        dropped = self.stream.reset()
+        self.odometry.reset()
+        self.scale.reset()
+        self._prev_pose_input = None
+        return dropped
+
+    def _pose_step(self, rgb: np.ndarray) -> np.ndarray | None:
+        import torch
+
+        from endo_depth_model.geometry import pose_vec_to_mat
+
+        x = self.preprocessor.resize(
+            torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div_(255.0),
+            (self.cfg.input_height, self.cfg.input_width),
+        ).to(self.device)
+        prev, self._prev_pose_input = self._prev_pose_input, x
+        if prev is None:
+            return None
+        with torch.inference_mode():
+            out = self.pose_model(prev, x)
+        axis_angle, translation = out[0], out[1]
+        # fed (previous, current): the inverted transform maps current-camera points to the previous camera
+        return pose_vec_to_mat(axis_angle, translation, invert=True)[0].double().cpu().numpy()
+
+    def push_measured_motion(self, predicted_translation, measured_translation_m) -> bool:
+        """Feed the kinematic scale estimator one (predicted, measured) translation pair."""
+        return self.scale.push(predicted_translation, measured_translation_m)
+
+    def push(self, rgb: np.ndarray, stamp: Any = None) -> tuple[list[FrameDepth], FrameMotion | None]:
+        """One (H, W, 3) uint8 RGB frame in; finalised depth frames and this frame's odometry out."""
+        import torch
+
+        t0 = time.perf_counter()
+        self.stats.frames_in += 1
+        motion = None
+        with torch.inference_mode():
+            if self.pose_model is not None:
+                step = self._pose_step(rgb)
+                state = self.scale.state()
+                if step is not None:
+                    T = self.odometry.update(step, state.scale)
+                    motion = FrameMotion(stamp, T, step, state)
+                else:
+                    motion = FrameMotion(stamp, self.odometry.T_odom_cam.copy(), np.eye(4), state)
+            results = self.stream.push(rgb, stamp)
+        out = self._finalise(results)
+        self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
+        del self.stats.infer_ms[:-1000]
+        return out, motion
+
+    def flush(self) -> list[FrameDepth]:
+        """End of stream: emit every frame still held back."""
+        import torch
+
+        with torch.inference_mode():
+            results = self.stream.flush()
+        return self._finalise(results)
+
+    def _finalise(self, results) -> list[FrameDepth]:
+        self.stats.head_passes = self.stream.head_passes
+        state = self.scale.state()
+        out = []
+        for r in results:
+            if r.stats is not self._last_stats:  # the first frame finalised by a new head pass
+                self._last_stats = r.stats
+                self._snippet_index += 1
+                if r.stats.reanchored:
+                    self.stats.reanchors += 1
+            depth = self._disp_to_depth(
+                np.clip(r.disparity, 0.0, None), self.cfg.min_depth, self.cfg.max_depth
+            )
+            depth = (depth * state.scale).astype(np.float32)
+            depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+            out.append(FrameDepth(r.stamp, r.index, depth, r.disparity, r.stats, state, self._snippet_index))
+        self.stats.frames_out += len(out)
+        return out

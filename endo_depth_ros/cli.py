@@ -1,0 +1,23 @@
+"""The ``endo-depth`` command: the model's subcommands (endo_depth_model.cli) plus the ROS ones.
+
+The ROS subcommands import rclpy only when they run, so the command works without ROS for the others.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from endo_depth_model import cli as model_cli
+
+ROS_COMMANDS: dict[str, str] = {
+    "bag": "endo_depth_ros.bag",
+    "demo": "endo_depth_ros.demo",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return model_cli.main(argv, extra_commands=ROS_COMMANDS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,545 @@
+"""The endo_depth ROS 2 node: endoscope images in; aligned depth, point cloud, pose and odometry out.
+
+Callbacks only validate and convert messages and hand frames to a bounded queue; a worker thread runs
+:class:`endo_depth_model.pipeline.DepthPipeline` (ring buffer of cached encoder features, head every
+``stride`` frames, alignment over the overlap) and publishes. Every rejected or dropped frame is counted
+with its reason and reported on ``/diagnostics``. Topics and parameters: docs/node.md.
+
+Run: ``ros2 run endo_depth_ros depth_node --ros-args -p model.weights:=...`` or
+``python -m endo_depth_ros.depth_node --ros-args ...``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, fields
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from endo_depth_model.colormap import ColorRange, colorize_depth
+from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, PipelineError
+from endo_depth_ros import conversions as conv
+from endo_depth_ros.frame_queue import POLICIES, FrameQueue
+from endo_depth_ros.msg import DepthAlignment
+
+try:  # TF is published when tf2_msgs exists (a full ROS install); pose topics are always published
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - depends on the installation
+    TFMessage = None
+
+NODE_NAME = "endo_depth"
+
+# node parameter -> (PipelineConfig field or None, description, extra descriptor settings)
+_RANGES = {
+    "input_height": IntegerRange(from_value=14, to_value=1540, step=14),
+    "input_width": IntegerRange(from_value=14, to_value=1540, step=14),
+    "window": IntegerRange(from_value=2, to_value=32, step=1),
+    "overlap": IntegerRange(from_value=1, to_value=31, step=1),
+    "stride": IntegerRange(from_value=1, to_value=31, step=1),
+    "blend": IntegerRange(from_value=0, to_value=31, step=1),
+    "queue_size": IntegerRange(from_value=1, to_value=1000, step=1),
+    "points_stride": IntegerRange(from_value=1, to_value=64, step=1),
+    "kinematic_window": IntegerRange(from_value=1, to_value=10000, step=1),
+    "kinematic_min_pairs": IntegerRange(from_value=1, to_value=10000, step=1),
+    "torch_threads": IntegerRange(from_value=0, to_value=256, step=1),
+    "input_queue_depth": IntegerRange(from_value=1, to_value=10000, step=1),
+}
+_FRANGES = {
+    "diagnostics_period": FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0),
+    "robot_pose_tolerance": FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0),
+    "flush_after_s": FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0),
+    "camera_info_timeout": FloatingPointRange(from_value=0.0, to_value=60.0, step=0.0),
+}
+
+
+@dataclass
+class NodeParams:
+    """Node-only parameters (the pipeline's are those of PipelineConfig, under ``model.*`` and the rest)."""
+
+    qos: str = "sensor_data"  # sensor_data | reliable
+    queue_size: int = 4
+    queue_policy: str = "drop_oldest"
+    odom_frame: str = "odom"
+    camera_frame: str = ""  # "" = the input image's frame_id
+    intrinsics: tuple = ()  # fx, fy, cx, cy in input pixels, used when no camera_info arrives
+    publish_points: bool = True
+    points_stride: int = 2
+    publish_colored: bool = True
+    publish_tf: bool = True
+    diagnostics_period: float = 1.0
+    robot_pose_tolerance: float = 0.05  # s: max stamp difference to pair a robot pose with a frame
+    flush_after_s: float = 0.5  # s without input after which held-back frames are emitted (0: never)
+    camera_info_timeout: float = 1.0  # s a frame waits for the first camera_info before it is rejected
+    input_queue_depth: int = 100  # DDS history of the image subscription (reliable QoS)
+
+
+PARAM_DOCS = {
+    # pipeline (PipelineConfig)
+    "model.config": "model size config: vitt (shipped, CPU), vits, vitb, vitl",
+    "model.weights": "VDA weights (.safetensors or .pth); empty = the shipped default model",
+    "model.adapter": "optional SSB adapter (.safetensors), merged into the weights at start",
+    "model.pose_weights": "pose network weights; empty = shipped default if present, else no odometry",
+    "device": "cpu, cuda or cuda:N",
+    "input_height": "network input height (multiple of 14)",
+    "input_width": "network input width (multiple of 14)",
+    "window": "frames per head pass T (<= 32)",
+    "overlap": "window frames shared with earlier passes (context + blended)",
+    "stride": "new frames per head pass (1 .. window - overlap)",
+    "blend": "frames cross-faded between passes",
+    "min_depth": "depth of disparity 1 (scale of relative depth), metres nominal",
+    "max_depth": "depth of disparity 0, metres nominal",
+    "scale_mode": "relative | fixed | kinematic (see docs/node.md)",
+    "fixed_scale": "factor from relative to metric depth when scale_mode is fixed",
+    "kinematic_window": "frame pairs in the kinematic scale window",
+    "kinematic_min_pairs": "informative pairs needed before kinematic depth is metric",
+    "kinematic_min_motion_m": "robot motion below this (m) carries no scale information",
+    "torch_threads": "CPU threads for inference; 0 = torch default",
+    # node
+    "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
+    "queue_size": "frames held between the callbacks and the worker",
+    "queue_policy": "when the queue is full: drop_oldest (bounded latency) or drop_newest",
+    "odom_frame": "frame of pose, odom and TF",
+    "camera_frame": "child frame of odom and TF; empty = the input image's frame_id",
+    "intrinsics": "[fx, fy, cx, cy] of the input images, used until a camera_info arrives",
+    "publish_points": "publish the PointCloud2 on points",
+    "points_stride": "keep every N-th row and column in the point cloud",
+    "publish_colored": "publish colourised depth on depth/colored",
+    "publish_tf": "broadcast odom -> camera on /tf (when tf2_msgs is installed)",
+    "diagnostics_period": "seconds between /diagnostics messages",
+    "robot_pose_tolerance": "max seconds between a frame and the robot pose paired with it",
+    "flush_after_s": "seconds without input after which held-back frames are finalised (0 = never)",
+    "camera_info_timeout": "seconds a frame waits for the first camera_info before it is rejected",
+    "input_queue_depth": "DDS history depth of the image subscription (reliable QoS; keep >= queue_size)",
+}
+
+_PIPELINE_PARAM = {f.name: f.name for f in fields(PipelineConfig)}
+_PIPELINE_PARAM.update(
+    {
+        "model.config": "model_config",
+        "model.weights": "weights",
+        "model.adapter": "adapter",
+        "model.pose_weights": "pose_weights",
+    }
+)
+for _old in ("model_config", "weights", "adapter", "pose_weights"):
+    _PIPELINE_PARAM.pop(_old)
+
+
+@dataclass
+class _Frame:
+    rgb: np.ndarray
+    header: Header
+    K: np.ndarray
+    received: float  # time.monotonic() at the callback
+
+
+class DepthNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.pipeline_cfg, self.params = self._declare_parameters()
+        self.rejected: Counter[str] = Counter()
+        self._last_reject_log: dict[str, float] = {}
+        self.errors: Counter[str] = Counter()
+        self.frames_received = 0
+        self.frames_published = 0
+        self._latency_ms: deque[float] = deque(maxlen=2000)
+        self._out_times: deque[float] = deque(maxlen=300)
+        self._in_times: deque[float] = deque(maxlen=300)
+        self._K: np.ndarray | None = None
+        self._K_hw: tuple[int, int] | None = None
+        if len(self.params.intrinsics) == 4:
+            fx, fy, cx, cy = (float(v) for v in self.params.intrinsics)
+            self._K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+        self._image_hw: tuple[int, int] | None = None
+        self._last_stamp_ns: int | None = None
+        self._pending: dict[int, _Frame] = {}  # frame index -> frame waiting for its depth
+        self._awaiting_info: deque[_Frame] = deque()  # frames that arrived before the first camera_info
+        self._robot_poses: deque[tuple[int, np.ndarray]] = deque(maxlen=400)
+        self._prev_robot: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._color_range = ColorRange()  # colours frozen over the first frames: no colour flicker
+
+        self.pipeline = DepthPipeline(self.pipeline_cfg)  # raises PipelineError with a clear message
+        self.queue = FrameQueue(self.params.queue_size, self.params.queue_policy)
+
+        image_qos = (
+            qos_profile_sensor_data
+            if self.params.qos == "sensor_data"
+            else QoSProfile(depth=self.params.input_queue_depth)
+        )
+        out_qos = QoSProfile(depth=10)
+        self.pub_depth = self.create_publisher(Image, "depth/image", out_qos)
+        self.pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
+        self.pub_colored = self.create_publisher(Image, "depth/colored", out_qos)
+        self.pub_points = self.create_publisher(PointCloud2, "points", out_qos)
+        self.pub_alignment = self.create_publisher(DepthAlignment, "depth/alignment", out_qos)
+        self.pub_pose = self.create_publisher(PoseStamped, "pose", out_qos)
+        self.pub_odom = self.create_publisher(Odometry, "odom", out_qos)
+        self.pub_tf = self.create_publisher(TFMessage, "/tf", out_qos) if TFMessage is not None else None
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.create_subscription(Image, "image", self._on_image, image_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, image_qos)
+        self.create_subscription(PoseStamped, "robot_pose", self._on_robot_pose, QoSProfile(depth=50))
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="endo_depth_worker", daemon=True)
+        self._worker.start()
+        odo = "with odometry" if self.pipeline.has_odometry else "without odometry (no pose weights)"
+        c = self.pipeline_cfg
+        self.get_logger().info(
+            f"ready: {c.model_config} on {c.device}, input {c.input_height}x{c.input_width}, "
+            f"window {c.window}, stride {c.stride}, scale {c.scale_mode}, {odo}"
+        )
+
+    # ---- parameters --------------------------------------------------------------------------------
+    def _declare_parameters(self) -> tuple[PipelineConfig, NodeParams]:
+        pdef, ndef = PipelineConfig(), NodeParams()
+
+        def declare(name: str, default):
+            desc = ParameterDescriptor(description=PARAM_DOCS[name], read_only=name != "publish_points")
+            if name in _RANGES:
+                desc.integer_range = [_RANGES[name]]
+            if name in _FRANGES:
+                desc.floating_point_range = [_FRANGES[name]]
+            if name == "intrinsics":
+                from rclpy.parameter import Parameter
+
+                return self.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, desc).value or ()
+            return self.declare_parameter(name, default, desc).value
+
+        pvals = {field: declare(name, getattr(pdef, field)) for name, field in _PIPELINE_PARAM.items()}
+        nvals = {f.name: declare(f.name, getattr(ndef, f.name)) for f in fields(NodeParams)}
+        cfg = PipelineConfig(**pvals)
+        params = NodeParams(**nvals)
+        problems = []
+        try:
+            cfg.validate()
+        except PipelineError as exc:
+            problems.append(str(exc))
+        if params.qos not in ("sensor_data", "reliable"):
+            problems.append(f"qos must be sensor_data or reliable, got {params.qos!r}")
+        if params.queue_policy not in POLICIES:
+            problems.append(f"queue_policy must be one of {POLICIES}, got {params.queue_policy!r}")
+        if len(params.intrinsics) not in (0, 4) or (params.intrinsics and min(params.intrinsics[:2]) <= 0):
+            problems.append(
+                f"intrinsics must be [fx, fy, cx, cy] with fx, fy > 0, got {list(params.intrinsics)}"
+            )
+        if not params.odom_frame:
+            problems.append("odom_frame must not be empty")
+        if problems:
+            raise PipelineError("invalid parameters: " + "; ".join(problems))
+        return cfg, params
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            if p.name == "publish_points":
+                self.params.publish_points = bool(p.value)
+        return SetParametersResult(successful=True)
+
+    # ---- callbacks (never block) -------------------------------------------------------------------
+    def _reject(self, reason: str, detail: str) -> None:
+        """Count a rejected frame; log its reason (at most every 2 s per reason)."""
+        self.rejected[reason] += 1
+        now = time.monotonic()
+        if now - self._last_reject_log.get(reason, -1e9) >= 2.0:
+            self._last_reject_log[reason] = now
+            self.get_logger().warning(f"rejected frame ({reason}): {detail}")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            K, hw = conv.camera_info_to_K(msg)
+        except ValueError as exc:
+            self.rejected["bad_camera_info"] += 1
+            self.get_logger().warning(str(exc), throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._expire_awaiting(time.monotonic())
+            self._K, self._K_hw = K, hw
+            waiting, self._awaiting_info = list(self._awaiting_info), deque()
+        for frame in waiting:  # frames that arrived just before the first camera_info, in order
+            self._enqueue(frame.rgb, frame.header, frame.received)
+
+    def _expire_awaiting(self, now: float) -> None:
+        """Frames held for a camera_info that did not come in time are rejected (caller holds the lock)."""
+        while self._awaiting_info and (
+            now - self._awaiting_info[0].received > self.params.camera_info_timeout
+            or len(self._awaiting_info) > self.params.queue_size
+        ):
+            self._awaiting_info.popleft()
+            self._reject(
+                "no_camera_info",
+                f"no camera_info within {self.params.camera_info_timeout:.2f} s and no intrinsics parameter",
+            )
+
+    def _on_robot_pose(self, msg: PoseStamped) -> None:
+        T = conv.pose_to_matrix(msg.pose)
+        if not np.all(np.isfinite(T)):
+            self.rejected["bad_robot_pose"] += 1
+            return
+        with self._lock:
+            self._robot_poses.append((conv.stamp_to_ns(msg.header.stamp), T))
+
+    def _on_image(self, msg: Image) -> None:
+        now = time.monotonic()
+        self.frames_received += 1
+        self._in_times.append(now)
+        try:
+            rgb = conv.image_msg_to_rgb(msg)
+        except conv.ImageEncodingError as exc:
+            self._reject("bad_image", str(exc))
+            return
+        hw = rgb.shape[:2]
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        with self._lock:
+            if self._image_hw is None:
+                self._image_hw = hw
+            elif hw != self._image_hw:
+                self._reject(
+                    "size_changed",
+                    f"image is {hw[1]}x{hw[0]}, stream is {self._image_hw[1]}x"
+                    f"{self._image_hw[0]} (call ~/reset to accept a new size)",
+                )
+                return
+            if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
+                self._reject("stamp_not_increasing", f"stamp {stamp_ns} ns after {self._last_stamp_ns} ns")
+                return
+            self._last_stamp_ns = stamp_ns
+            self._expire_awaiting(now)
+            if self._K is None:  # hold the frame until the first camera_info (or reject it on timeout)
+                self._awaiting_info.append(_Frame(rgb, msg.header, None, now))
+                return
+        self._enqueue(rgb, msg.header, now)
+
+    def _enqueue(self, rgb: np.ndarray, header: Header, received: float) -> None:
+        hw = rgb.shape[:2]
+        with self._lock:
+            K, K_hw = self._K, self._K_hw
+        if K_hw is not None and K_hw != hw:
+            self._reject(
+                "camera_info_size", f"camera_info is for {K_hw[1]}x{K_hw[0]}, image is {hw[1]}x{hw[0]}"
+            )
+            return
+        if self.queue.put(_Frame(rgb, header, K, received)) is not None:
+            self.get_logger().warning(
+                f"inference behind: queue full ({self.params.queue_policy}), frame dropped",
+                throttle_duration_sec=2.0,
+            )
+
+    def _on_reset(self, request, response):
+        with self._lock:
+            self._image_hw = None
+            self._last_stamp_ns = None
+            self._prev_robot = None
+        self.queue.clear()
+        self._reset_requested = True
+        response.success = True
+        response.message = "depth re-anchored; odometry restarts at identity"
+        self.get_logger().info("reset requested")
+        return response
+
+    # ---- worker ------------------------------------------------------------------------------------
+    _reset_requested = False
+
+    def _work(self) -> None:
+        index = 0
+        last_input = time.monotonic()
+        while self._running:
+            frame = self.queue.get(timeout=0.05)
+            if self._reset_requested:
+                self._reset_requested = False
+                self.pipeline.reset()
+                self._pending.clear()
+                self._color_range = ColorRange()
+            if frame is None:
+                idle = time.monotonic() - last_input
+                if self._pending and self.params.flush_after_s > 0 and idle > self.params.flush_after_s:
+                    self._flush()
+                continue
+            last_input = time.monotonic()
+            try:
+                self._pending[index] = frame
+                depths, motion = self.pipeline.push(frame.rgb, index)
+                index += 1
+                if motion is not None:
+                    self._publish_motion(frame, motion)
+                for d in depths:
+                    self._publish_depth(d)
+            except Exception as exc:  # noqa: BLE001 - the node must keep serving
+                self.errors[type(exc).__name__] += 1
+                self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
+
+    def _flush(self) -> None:
+        """Input paused: finalise every held-back frame (the next frame starts a new anchor)."""
+        try:
+            for d in self.pipeline.flush():
+                self._publish_depth(d)
+        except Exception as exc:  # noqa: BLE001 - the node must keep serving
+            self.errors[type(exc).__name__] += 1
+            self.get_logger().error(f"flush failed: {exc}", throttle_duration_sec=2.0)
+        if self._pending:  # frames the flush could not finalise are counted, never silently lost
+            self.errors["not_finalised"] += len(self._pending)
+            self._pending.clear()
+
+    def _camera_frame(self, header: Header) -> str:
+        return self.params.camera_frame or header.frame_id
+
+    def _publish_motion(self, frame: _Frame, motion) -> None:
+        robot = self._robot_pose_at(conv.stamp_to_ns(frame.header.stamp))
+        if robot is not None:
+            if self._prev_robot is not None:
+                measured = (np.linalg.inv(self._prev_robot) @ robot)[:3, 3]
+                self.pipeline.push_measured_motion(motion.T_prev_cur[:3, 3], measured)
+            self._prev_robot = robot
+        ps, odom, tf = conv.pose_msgs(
+            motion.T_odom_cam, frame.header.stamp, self.params.odom_frame, self._camera_frame(frame.header)
+        )
+        self.pub_pose.publish(ps)
+        self.pub_odom.publish(odom)
+        if self.pub_tf is not None and self.params.publish_tf:
+            self.pub_tf.publish(TFMessage(transforms=[tf]))
+
+    def _robot_pose_at(self, stamp_ns: int) -> np.ndarray | None:
+        with self._lock:
+            if not self._robot_poses:
+                return None
+            best = min(self._robot_poses, key=lambda p: abs(p[0] - stamp_ns))
+        return best[1] if abs(best[0] - stamp_ns) <= self.params.robot_pose_tolerance * 1e9 else None
+
+    def _publish_depth(self, d) -> None:
+        frame = self._pending.pop(d.stamp, None)
+        if frame is None:
+            return
+        header = frame.header
+        depth = d.depth
+        if depth.shape != frame.rgb.shape[:2]:
+            raise RuntimeError(f"depth {depth.shape} does not match the image {frame.rgb.shape[:2]}")
+        self.pub_depth.publish(conv.array_to_image_msg(depth, "32FC1", header))
+        self.pub_depth_info.publish(conv.make_camera_info(frame.K, depth.shape[0], depth.shape[1], header))
+        if self.params.publish_colored:
+            lo, hi = self._color_range.update(depth)
+            self.pub_colored.publish(conv.array_to_image_msg(colorize_depth(depth, lo, hi), "rgb8", header))
+        if self.params.publish_points:
+            self.pub_points.publish(
+                conv.depth_to_pointcloud2(depth, frame.K, header, frame.rgb, self.params.points_stride)
+            )
+        if d.snippet_index != getattr(self, "_last_snippet", None):
+            self._last_snippet = d.snippet_index
+            a = d.align
+            msg = DepthAlignment(header=header, snippet_index=d.snippet_index)
+            msg.scale, msg.shift = float(a.scale), float(a.shift)
+            msg.fit_residual = float(a.residual)
+            msg.n_overlap_frames = int(a.n_overlap)
+            msg.reanchored = bool(a.reanchored)
+            msg.scale_source = d.scale.mode
+            msg.metric_scale = float(d.scale.scale)
+            msg.is_metric = bool(d.scale.is_metric)
+            self.pub_alignment.publish(msg)
+        now = time.monotonic()
+        self._latency_ms.append((now - frame.received) * 1e3)
+        self._out_times.append(now)
+        self.frames_published += 1
+
+    # ---- diagnostics -------------------------------------------------------------------------------
+    @staticmethod
+    def _rate(times: deque) -> float:
+        if len(times) < 2 or times[-1] == times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def diagnostics_values(self) -> dict[str, str]:
+        lat = np.asarray(self._latency_ms) if self._latency_ms else np.zeros(1)
+        q = self.queue.counters
+        scale = self.pipeline.scale.state()
+        values = {
+            "frames_received": self.frames_received,
+            "frames_published": self.frames_published,
+            "frames_rejected": sum(self.rejected.values()),
+            "frames_dropped": q.dropped,
+            "queue_length": len(self.queue),
+            "queue_policy": self.params.queue_policy,
+            "input_rate_hz": f"{self._rate(self._in_times):.2f}",
+            "output_rate_hz": f"{self._rate(self._out_times):.2f}",
+            "latency_p50_ms": f"{np.percentile(lat, 50):.1f}",
+            "latency_p95_ms": f"{np.percentile(lat, 95):.1f}",
+            "backend": f"torch-{self.pipeline_cfg.device}",
+            "head_passes": self.pipeline.stats.head_passes,
+            "reanchors": self.pipeline.stats.reanchors,
+            "scale_source": scale.mode,
+            "metric_scale": f"{scale.scale:.6g}",
+            "is_metric": scale.is_metric,
+            "errors": sum(self.errors.values()),
+        }
+        values.update({f"rejected.{k}": v for k, v in sorted(self.rejected.items())})
+        values.update({f"error.{k}": v for k, v in sorted(self.errors.items())})
+        return {k: str(v) for k, v in values.items()}
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            self._expire_awaiting(time.monotonic())
+        values = self.diagnostics_values()
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: depth", hardware_id="endoscope")
+        problems = int(values["frames_rejected"]) + int(values["frames_dropped"]) + int(values["errors"])
+        status.level = DiagnosticStatus.OK if problems == 0 else DiagnosticStatus.WARN
+        status.message = "ok" if problems == 0 else "frames rejected, dropped or failed (see values)"
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def shutdown(self) -> None:
+        """Stop the worker after the frame in progress; publish the final diagnostics."""
+        self._running = False
+        self.queue.close()
+        self._worker.join(timeout=10.0)
+        try:
+            self._publish_diagnostics()
+        except Exception:  # noqa: BLE001 - context may already be shut down
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    from endo_depth_ros import ros_env
+
+    ros_env.apply()
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    executor = SingleThreadedExecutor()
+    try:
+        node = DepthNode()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:  # noqa: BLE001 - a clear one-line refusal instead of a traceback
+        if node is not None:
+            raise
+        print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.shutdown()
+            executor.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

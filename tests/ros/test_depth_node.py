@@ -1,0 +1,280 @@
+"""The depth node in its own process over real DDS on loopback: outputs, bad input, overload, reset."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from endo_depth_ros import conversions as conv
+from endo_depth_ros.msg import DepthAlignment
+
+from .node_harness import SMALL, NodeProcess, Peer, make_weights, textured_frames
+
+pytestmark = pytest.mark.ros
+
+H, W = 48, 64
+K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return make_weights(tmp_path_factory.mktemp("weights"))
+
+
+def _header(i: int, frame_id: str = "endoscope_optical") -> Header:
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = 100 + i // 10, (i % 10) * 100_000_000
+    return h
+
+
+def _image(rgb: np.ndarray, i: int) -> Image:
+    return conv.array_to_image_msg(rgb, "rgb8", _header(i))
+
+
+OUTPUTS = {
+    "/test/depth/image": Image,
+    "/test/depth/camera_info": CameraInfo,
+    "/test/depth/colored": Image,
+    "/test/points": PointCloud2,
+    "/test/depth/alignment": DepthAlignment,
+    "/test/pose": PoseStamped,
+    "/test/odom": Odometry,
+    "/diagnostics": DiagnosticArray,
+}
+
+
+def _start(weights, **params):
+    node = NodeProcess(
+        {
+            **SMALL,
+            "model.weights": weights["weights"],
+            "model.pose_weights": weights["pose_weights"],
+            "qos": "reliable",
+            **params,
+        }
+    )
+    peer = Peer()
+    for topic, t in OUTPUTS.items():
+        peer.subscribe(t, topic)
+    pub_img = peer.publisher(Image, "/test/image")
+    pub_info = peer.publisher(CameraInfo, "/test/camera_info")
+    topics = [f"/test/{t}" for t in ("depth/image", "depth/alignment", "pose")] + ["/diagnostics"]
+
+    def ready() -> bool:
+        connected = pub_img.get_subscription_count() > 0 and pub_info.get_subscription_count() > 0
+        outputs = all(peer.node.count_publishers(t) > 0 for t in topics)
+        return (connected and outputs) or node.proc.poll() is not None
+
+    assert peer.wait_for(ready, 60)
+    assert node.proc.poll() is None, node.stop() or node.output
+    return node, peer, pub_img, pub_info
+
+
+def _diag(peer: Peer) -> dict[str, str]:
+    msgs = peer.received["/diagnostics"]
+    return {kv.key: kv.value for kv in msgs[-1].status[0].values} if msgs else {}
+
+
+def test_every_frame_yields_one_depth_image_with_its_stamp_and_all_outputs(weights):
+    node, peer, pub_img, pub_info = _start(weights, queue_size=100, queue_policy="drop_newest")
+    try:
+        frames = textured_frames(20, H, W)
+        for i, rgb in enumerate(frames):  # like a camera driver: the image, then its camera_info
+            pub_img.publish(_image(rgb, i))
+            time.sleep(0.01)
+            pub_info.publish(conv.make_camera_info(K, H, W, _header(i)))
+            time.sleep(0.06)
+        depth_topic = "/test/depth/image"
+        ok = peer.wait_for(lambda: len(peer.received[depth_topic]) >= 20, 60)
+        assert ok, f"{ {k: len(v) for k, v in peer.received.items()} } {_diag(peer)}"
+        time.sleep(1.5)  # anything extra would arrive now
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    depth_msgs = peer.received[depth_topic]
+    sent = [conv.stamp_to_ns(_header(i).stamp) for i in range(20)]
+    assert sorted(conv.stamp_to_ns(m.header.stamp) for m in depth_msgs) == sent  # one each, none extra
+    for m in depth_msgs:
+        assert (m.encoding, m.height, m.width, m.header.frame_id) == ("32FC1", H, W, "endoscope_optical")
+        d = np.frombuffer(bytes(m.data), np.float32).reshape(H, W)
+        assert np.all(np.isnan(d) | (d > 0)) and np.isfinite(d).mean() > 0.99
+    colored = peer.received["/test/depth/colored"]
+    assert len(colored) == 20 and all(m.encoding == "rgb8" and (m.height, m.width) == (H, W) for m in colored)
+    infos = peer.received["/test/depth/camera_info"]
+    assert len(infos) == 20 and np.allclose(np.reshape(infos[0].k, (3, 3)), K)
+    clouds = peer.received["/test/points"]
+    assert len(clouds) == 20
+    xyz = conv.pointcloud2_to_xyz(clouds[0])
+    assert xyz.shape == (H // 2, W // 2, 3)  # points_stride 2
+    first_depth = next(m for m in depth_msgs if m.header.stamp == clouds[0].header.stamp)
+    d0 = np.frombuffer(bytes(first_depth.data), np.float32).reshape(H, W)
+    assert np.allclose(xyz[..., 2], d0[::2, ::2], equal_nan=True)
+    alignment = peer.received["/test/depth/alignment"]
+    assert alignment and alignment[0].reanchored and alignment[0].scale_source == "relative"
+    assert not any(a.is_metric for a in alignment)
+    assert [a.snippet_index for a in alignment] == sorted({a.snippet_index for a in alignment})
+    poses = peer.received["/test/pose"]
+    assert len(poses) == 20 and all(p.header.frame_id == "odom" for p in poses)
+    assert len(peer.received["/test/odom"]) == 20
+    assert peer.received["/test/odom"][0].child_frame_id == "endoscope_optical"
+    q = poses[-1].pose.orientation
+    assert math.isclose(q.x**2 + q.y**2 + q.z**2 + q.w**2, 1.0, rel_tol=1e-6)
+    diag = _diag(peer)
+    assert diag["frames_received"] == "20" and diag["frames_published"] == "20"
+    assert diag["frames_rejected"] == "0" and diag["frames_dropped"] == "0"
+
+
+def _bad_images(rgb: np.ndarray, i: int) -> list[tuple[str, Image]]:
+    bad = []
+    m = _image(rgb, i)
+    m.encoding = "yuv422_yuy2"
+    bad.append(("bad_image", m))
+    m = _image(rgb, i)
+    m.step = W * 3 - 1
+    bad.append(("bad_image", m))
+    m = Image(header=_header(i), height=0, width=0, encoding="rgb8", step=0)
+    bad.append(("bad_image", m))
+    m = _image(rgb, i)
+    m.data = bytes(m.data)[:-7]
+    bad.append(("bad_image", m))
+    bad.append(("size_changed", _image(np.zeros((H + 2, W, 3), np.uint8), i)))
+    return bad
+
+
+def test_bad_input_is_rejected_counted_and_good_frames_keep_flowing(weights):
+    node, peer, pub_img, pub_info = _start(
+        weights, queue_size=100, queue_policy="drop_newest", camera_info_timeout=0.2
+    )
+    try:
+        frames = textured_frames(12, H, W)
+        pub_img.publish(_image(frames[0], 0))  # no camera_info within camera_info_timeout, no intrinsics
+        time.sleep(0.5)
+        good = []
+        for i, rgb in enumerate(frames[1:], start=1):
+            pub_info.publish(conv.make_camera_info(K, H, W, _header(i)))
+            time.sleep(0.01)
+            pub_img.publish(_image(rgb, i))
+            good.append(i)
+            time.sleep(0.03)
+            if i == 4:
+                for _, msg in _bad_images(rgb, i + 0):  # same stamp as a good frame: all rejected before
+                    pub_img.publish(msg)
+                    time.sleep(0.03)
+            if i == 6:
+                pub_img.publish(_image(rgb, 2))  # stamp going backwards
+                time.sleep(0.03)
+        assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= len(good), 60), node.output
+        assert peer.wait_for(lambda: _diag(peer).get("frames_received") == str(len(good) + 7), 10)
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    stamps = sorted(conv.stamp_to_ns(m.header.stamp) for m in peer.received["/test/depth/image"])
+    assert stamps == [conv.stamp_to_ns(_header(i).stamp) for i in good]
+    diag = _diag(peer)
+    assert diag["rejected.no_camera_info"] == "1"
+    assert diag["rejected.bad_image"] == "4"
+    assert diag["rejected.size_changed"] == "1"
+    assert diag["rejected.stamp_not_increasing"] == "1"
+    assert diag["frames_rejected"] == "7"
+    assert diag["errors"] == "0"
+    assert "rejected frame (bad_image): unsupported image encoding 'yuv422_yuy2'" in node.output
+
+
+def test_overload_drops_oldest_counts_it_and_recovers(weights):
+    node, peer, pub_img, pub_info = _start(
+        weights, queue_size=2, queue_policy="drop_oldest", intrinsics=[50, 50, 31.5, 23.5]
+    )
+    try:
+        frames = textured_frames(60, H, W)
+        for i in range(40):  # a burst far above what the worker sustains
+            pub_img.publish(_image(frames[i], i))
+            time.sleep(0.01)
+        # (DDS may lose the very first sample of a fresh match; the node accounts for what it received)
+        assert peer.wait_for(lambda: int(_diag(peer).get("frames_received", 0)) >= 38, 20), _diag(peer)
+        assert peer.wait_for(lambda: int(_diag(peer).get("frames_dropped", 0)) > 0, 20)
+        time.sleep(2.0)  # worker drains the queue; held-back frames are flushed
+        burst = _diag(peer)
+        n_before = len(peer.received["/test/depth/image"])
+        for i in range(40, 52):  # then a rate it sustains: every frame comes out
+            pub_img.publish(_image(frames[i], i))
+            time.sleep(0.25)
+        target = {conv.stamp_to_ns(_header(i).stamp) for i in range(40, 52)}
+        assert peer.wait_for(
+            lambda: target <= {conv.stamp_to_ns(m.header.stamp) for m in peer.received["/test/depth/image"]},
+            30,
+        )
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    dropped = int(burst["frames_dropped"])
+    published_in_burst = n_before
+    assert dropped > 0 and published_in_burst > 0
+    # every burst frame the node received is either published or counted as dropped
+    assert published_in_burst + dropped == int(burst["frames_received"])
+    assert int(burst["frames_published"]) == published_in_burst
+    assert "inference behind: queue full (drop_oldest)" in node.output
+
+
+def test_reset_service_reanchors(weights):
+    node, peer, pub_img, _ = _start(weights, intrinsics=[50, 50, 31.5, 23.5], queue_size=100)
+    client = peer.node.create_client(Trigger, "/test/endo_depth/reset")
+    try:
+        frames = textured_frames(24, H, W)
+        for i in range(12):
+            pub_img.publish(_image(frames[i], i))
+            time.sleep(0.05)
+        assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 12, 60)
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(Trigger.Request())
+        assert peer.wait_for(future.done, 10)
+        assert future.result().success
+        n_align = len(peer.received["/test/depth/alignment"])
+        for i in range(12, 24):
+            pub_img.publish(_image(frames[i], i))
+            time.sleep(0.05)
+        assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 24, 60)
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    after = peer.received["/test/depth/alignment"][n_align:]
+    assert after and after[0].reanchored
+    # odometry restarted at the identity after the reset
+    pose_after = [
+        p
+        for p in peer.received["/test/pose"]
+        if conv.stamp_to_ns(p.header.stamp) == conv.stamp_to_ns(_header(12).stamp)
+    ]
+    assert pose_after and pose_after[0].pose.position.x == 0.0 and pose_after[0].pose.orientation.w == 1.0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"model.weights": "/nonexistent/w.safetensors"},
+            "weights file not found: /nonexistent/w.safetensors",
+        ),
+        ({"stride": 7}, "stride 7 must be in 1..4"),
+        ({"scale_mode": "metres"}, "scale_mode 'metres' is not one of"),
+        ({"queue_policy": "block"}, "queue_policy must be one of"),
+    ],
+)
+def test_refuses_to_start_with_a_clear_message(weights, params, message):
+    node = NodeProcess({**SMALL, "model.weights": weights["weights"], **params})
+    out, _ = node.proc.communicate(timeout=60)
+    assert node.proc.returncode == 2
+    assert message in out
+    assert "Traceback" not in out
