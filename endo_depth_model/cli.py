@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "synth": "endo_depth_model.data.synth_cli",
     "train": "endo_depth_model.train",
     "pretrain": "endo_depth_model.pretrain",
+    "export": "endo_depth_model.export",
+    "bench": "endo_depth_model.bench",
 }
 
 

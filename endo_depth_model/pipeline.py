@@ -49,6 +49,8 @@ class PipelineConfig:
     kinematic_min_pairs: int = 5
     kinematic_min_motion_m: float = 1e-4
     torch_threads: int = 0  # 0 = torch default
+    backend: str = "torch"  # torch | onnxruntime | tensorrt | auto (endo_depth_model.runtime)
+    engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
         problems = []
@@ -74,6 +76,8 @@ class PipelineConfig:
             problems.append(f"fixed_scale must be > 0, got {self.fixed_scale}")
         if not 1 <= self.kinematic_min_pairs <= self.kinematic_window:
             problems.append("need 1 <= kinematic_min_pairs <= kinematic_window")
+        if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
+            problems.append(f"backend {self.backend!r} must be auto, torch, onnxruntime or tensorrt")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         if problems:
@@ -192,7 +196,23 @@ class DepthPipeline:
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise PipelineError(f"device {cfg.device!r} requested but CUDA is not available")
         self.device = torch.device(cfg.device)
-        self.model = depth_model if depth_model is not None else load_depth_model(cfg)
+        model = depth_model if depth_model is not None else load_depth_model(cfg)
+        if isinstance(model, torch.nn.Module):
+            from endo_depth_model.runtime import BackendError, load_backend
+
+            try:
+                model = load_backend(
+                    cfg.backend,
+                    model,
+                    device=cfg.device,
+                    input_hw=(cfg.input_height, cfg.input_width),
+                    window=cfg.window,
+                    cache_dir=cfg.engine_cache or None,
+                    threads=cfg.torch_threads,
+                )
+            except BackendError as exc:
+                raise PipelineError(f"inference backend {cfg.backend!r}: {exc}") from exc
+        self.model = model
         self.pose_model = pose_model if pose_model is not None else load_pose_model(cfg)
         self.preprocessor = Preprocessor((cfg.input_height, cfg.input_width))
         self._disp_to_depth = disparity_to_depth

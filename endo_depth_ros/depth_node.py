@@ -108,6 +108,8 @@ PARAM_DOCS = {
     "kinematic_min_pairs": "informative pairs needed before kinematic depth is metric",
     "kinematic_min_motion_m": "robot motion below this (m) carries no scale information",
     "torch_threads": "CPU threads for inference; 0 = torch default",
+    "backend": "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
+    "engine_cache": "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",
     # node
     "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
     "queue_size": "frames held between the callbacks and the worker",

@@ -1,0 +1,624 @@
+"""ONNX export of the cached-encoder design: a per-frame encoder graph and a window head graph.
+
+Video Depth Anything's encoder sees each frame alone and only the head is temporal, so deployment uses
+two graphs with fixed shapes per (height, width, T)::
+
+    encoder  frames (N, 3, H, W) float32, ImageNet-normalised
+             -> layer_0 .. layer_3 (N, H/14 * W/14, embed_dim)   final-norm patch tokens
+    head     layer_0 .. layer_3 (T, H/14 * W/14, embed_dim)      one window of cached features
+             -> disparity (T, H, W) >= 0 at the network input size
+                (relative disparity; depth in metres for metric models)
+
+Both are written with ``torch.onnx.export(dynamo=True)`` at opset >= 18 (the legacy exporter bakes
+large constants, and dynamo at opset 17 gave invalid models) and carry their description in the ONNX
+``metadata_props`` (keys ``endo_depth.*``: graph kind, model config, input size, frames, normalisation,
+output kind, I/O names, a fingerprint of the weights), which the runtime backends check before use.
+An SSB-adapted model is merged first (a copy; the caller's model is untouched), so it exports exactly
+like a plain one. ``endo-depth export`` is the command-line front end (optionally also building
+TensorRT engines, see :mod:`endo_depth_model.runtime.tensorrt_backend`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ExportError",
+    "GraphMetadata",
+    "ExportedGraphs",
+    "EncoderGraph",
+    "HeadGraph",
+    "METADATA_PREFIX",
+    "DEFAULT_OPSET",
+    "default_cache_dir",
+    "model_fingerprint",
+    "prepare_for_export",
+    "export_encoder",
+    "export_head",
+    "export_model",
+    "ensure_graphs",
+    "read_metadata",
+    "check_graph",
+    "check_pair",
+    "graph_sha256",
+    "register",
+]
+
+METADATA_PREFIX = "endo_depth."
+FORMAT = "endo_depth.onnx"
+FORMAT_VERSION = 1
+DEFAULT_OPSET = 18
+LAYER_NAMES = ("layer_0", "layer_1", "layer_2", "layer_3")
+
+
+class ExportError(RuntimeError):
+    """The model or graph cannot be exported, or an ONNX file is not a valid endo_depth graph."""
+
+
+def default_cache_dir() -> Path:
+    """Where exported graphs and engines are cached: ``$ENDO_DEPTH_CACHE`` or ``~/.cache/endo_depth``."""
+    env = os.environ.get("ENDO_DEPTH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "endo_depth"
+
+
+@dataclass(frozen=True)
+class GraphMetadata:
+    """What an exported graph is; stored as ``endo_depth.<field>`` entries of ``metadata_props``.
+
+    ``kind``: ``"encoder"`` or ``"head"``. ``input_hw``: network input (H, W), multiples of 14.
+    ``frames``: N frames per encoder call or the head's window T. ``patch_hw``: (H/14, W/14).
+    ``embed_dim``: channels of the cached features. ``output_kind``: ``"relative_disparity"`` or
+    ``"metric_depth"``. ``mean``/``std``: the RGB normalisation the encoder expects (inputs in [0, 1]
+    before normalisation). ``fingerprint``: :func:`model_fingerprint` of the exported weights; an
+    encoder and a head belong together only when their fingerprints match.
+    """
+
+    kind: str
+    model_config: dict
+    input_hw: tuple[int, int]
+    frames: int
+    patch_hw: tuple[int, int]
+    embed_dim: int
+    output_kind: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    fingerprint: str
+    opset: int
+    torch_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def encoder_name(self) -> str:
+        return str(self.model_config.get("encoder", "?"))
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> fixed shape of every graph input."""
+        h, w = self.input_hw
+        if self.kind == "encoder":
+            return {self.inputs[0]: (self.frames, 3, h, w)}
+        tokens = self.patch_hw[0] * self.patch_hw[1]
+        return {name: (self.frames, tokens, self.embed_dim) for name in self.inputs}
+
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> fixed shape of every graph output."""
+        if self.kind == "encoder":
+            tokens = self.patch_hw[0] * self.patch_hw[1]
+            return {name: (self.frames, tokens, self.embed_dim) for name in self.outputs}
+        return {self.outputs[0]: (self.frames, *self.input_hw)}
+
+    def to_props(self) -> dict[str, str]:
+        props = {"format": FORMAT}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            props[f.name] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return {METADATA_PREFIX + k: v for k, v in props.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "<graph>") -> GraphMetadata:
+        ours = {k[len(METADATA_PREFIX) :]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
+        if ours.get("format") != FORMAT:
+            raise ExportError(
+                f"{source}: not an endo_depth graph (no {METADATA_PREFIX}format={FORMAT} metadata)"
+            )
+        values: dict[str, Any] = {}
+        try:
+            for f in dataclasses.fields(cls):
+                if f.name not in ours:
+                    if f.default is not dataclasses.MISSING:
+                        continue
+                    raise ExportError(f"{source}: metadata {METADATA_PREFIX}{f.name} is missing")
+                raw = ours[f.name]
+                values[f.name] = (
+                    raw
+                    if f.name in ("kind", "output_kind", "fingerprint", "torch_version")
+                    else (json.loads(raw))
+                )
+        except json.JSONDecodeError as exc:
+            raise ExportError(f"{source}: unreadable metadata ({exc})") from None
+        for key in ("input_hw", "patch_hw", "mean", "std", "inputs", "outputs"):
+            values[key] = tuple(values[key])
+        meta = cls(**values)
+        if meta.format_version > FORMAT_VERSION:
+            raise ExportError(
+                f"{source}: graph format version {meta.format_version} is newer than this package's "
+                f"{FORMAT_VERSION}; update endo_depth"
+            )
+        if meta.kind not in ("encoder", "head"):
+            raise ExportError(f"{source}: unknown graph kind {meta.kind!r}")
+        return meta
+
+
+@dataclass(frozen=True)
+class ExportedGraphs:
+    """An encoder graph and the head graph that goes with it."""
+
+    encoder: Path
+    head: Path
+
+    def metadata(self) -> tuple[GraphMetadata, GraphMetadata]:
+        return read_metadata(self.encoder), read_metadata(self.head)
+
+
+# ---- the two graphs -------------------------------------------------------------------------------------
+def _torch():
+    import torch
+
+    return torch
+
+
+@functools.lru_cache(maxsize=1)
+def _build_graph_classes():
+    """Define the export wrappers on first use so that importing this module does not import torch."""
+    torch = _torch()
+
+    class _EncoderGraph(torch.nn.Module):
+        """frames (N, 3, H, W) normalised -> four (N, H/14 * W/14, C) token maps."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.vda = model
+            self.layers = tuple(model.config.intermediate_layers)
+
+        def forward(self, frames):
+            return tuple(self.vda.pretrained.forward_intermediates(frames, self.layers))
+
+    class _HeadGraph(torch.nn.Module):
+        """Four (T, P, C) token maps of one window -> (T, H, W) non-negative output at network size."""
+
+        def __init__(self, model, patch_hw: tuple[int, int]):
+            super().__init__()
+            self.vda = model
+            self.patch_hw = tuple(patch_hw)
+
+        def forward(self, layer_0, layer_1, layer_2, layer_3):
+            window = layer_0.shape[0]
+            out = self.vda.head([layer_0, layer_1, layer_2, layer_3], self.patch_hw, window)
+            return out.squeeze(1)
+
+    return _EncoderGraph, _HeadGraph
+
+
+def EncoderGraph(model):  # noqa: N802 - a factory standing in for the class
+    """Export wrapper: ``frames (N, 3, H, W) -> (layer_0, .., layer_3)`` each (N, P, C)."""
+    return _build_graph_classes()[0](model)
+
+
+def HeadGraph(model, patch_hw: tuple[int, int]):  # noqa: N802
+    """Export wrapper: four (T, P, C) token maps -> (T, H, W) disparity at the network input size."""
+    return _build_graph_classes()[1](model, patch_hw)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------
+def model_fingerprint(model) -> str:
+    """16 hex digits identifying the architecture and every weight of ``model`` (sha256)."""
+    torch = _torch()
+    digest = hashlib.sha256()
+    digest.update(json.dumps(dataclasses.asdict(model.config), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def prepare_for_export(model):
+    """A float32 CPU eval copy of ``model`` with any SSB adapters merged into the weights.
+
+    ``model`` must be a :class:`~endo_depth_model.models.VideoDepthAnything` (possibly SSB-adapted).
+    """
+    from endo_depth_model.models import VideoDepthAnything
+
+    if not isinstance(model, VideoDepthAnything):
+        raise ExportError(f"only VideoDepthAnything models can be exported, got {type(model).__name__}")
+    model = copy.deepcopy(model).float().to("cpu").eval()
+    from endo_depth_model import ssb
+
+    if any(True for _ in ssb.ssb_layers(model)):
+        model = ssb.merge_ssb(model)
+    return model
+
+
+def _check_hw(input_hw) -> tuple[int, int]:
+    h, w = (int(v) for v in input_hw)
+    if h <= 0 or w <= 0 or h % 14 or w % 14:
+        raise ExportError(f"input size {h}x{w} must be positive multiples of 14")
+    return h, w
+
+
+def _metadata(model, kind: str, input_hw, frames: int, fingerprint: str, opset: int) -> GraphMetadata:
+    from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    torch = _torch()
+    h, w = input_hw
+    if kind == "encoder":
+        inputs, outputs = ("frames",), LAYER_NAMES
+    else:
+        inputs, outputs = LAYER_NAMES, ("disparity",)
+    return GraphMetadata(
+        kind=kind,
+        model_config=json.loads(json.dumps(dataclasses.asdict(model.config))),
+        input_hw=(h, w),
+        frames=int(frames),
+        patch_hw=(h // 14, w // 14),
+        embed_dim=int(model.config.embed_dim),
+        output_kind="metric_depth" if model.config.metric else "relative_disparity",
+        mean=tuple(float(v) for v in IMAGENET_MEAN),
+        std=tuple(float(v) for v in IMAGENET_STD),
+        inputs=inputs,
+        outputs=outputs,
+        fingerprint=fingerprint,
+        opset=int(opset),
+        torch_version=str(torch.__version__),
+    )
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Silence the exporter's progress lines and warnings unless ``verbose``."""
+    if verbose:
+        yield
+        return
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _export(module, args: tuple, path: Path, meta: GraphMetadata, verbose: bool) -> Path:
+    import onnx
+
+    torch = _torch()
+    if meta.opset < 18:
+        raise ExportError(f"opset {meta.opset} < 18: the dynamo exporter needs opset >= 18 for these graphs")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        with _quiet(verbose), torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                dynamo=True,
+                opset_version=meta.opset,
+                input_names=list(meta.inputs),
+                output_names=list(meta.outputs),
+                external_data=False,
+                verbose=verbose,
+            )
+        graph = onnx.load(str(tmp))
+        graph.doc_string = (
+            f"endo_depth {meta.kind} graph: Video Depth Anything {meta.encoder_name}, "
+            f"{meta.input_hw[0]}x{meta.input_hw[1]}, {meta.frames} frame(s)"
+        )
+        del graph.metadata_props[:]
+        for key, value in sorted(meta.to_props().items()):
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(graph, str(tmp))
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter raises many types; report them as one
+        raise ExportError(f"ONNX export of the {meta.kind} graph to {path} failed: {exc}") from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    check_graph(path, expect=meta)
+    return path
+
+
+def export_encoder(
+    model,
+    path: str | Path,
+    input_hw: tuple[int, int],
+    frames: int = 1,
+    opset: int = DEFAULT_OPSET,
+    fingerprint: str | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Write the per-frame encoder graph: ``frames (N, 3, H, W)`` -> four ``(N, H/14 * W/14, C)``."""
+    torch = _torch()
+    model = prepare_for_export(model)
+    h, w = _check_hw(input_hw)
+    if frames < 1:
+        raise ExportError(f"encoder frames per call must be >= 1, got {frames}")
+    meta = _metadata(model, "encoder", (h, w), frames, fingerprint or model_fingerprint(model), opset)
+    example = torch.randn(frames, 3, h, w, generator=torch.Generator().manual_seed(0))
+    return _export(EncoderGraph(model), (example,), Path(path), meta, verbose)
+
+
+def export_head(
+    model,
+    path: str | Path,
+    input_hw: tuple[int, int],
+    window: int,
+    opset: int = DEFAULT_OPSET,
+    fingerprint: str | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Write the head graph for windows of ``window`` frames: four ``(T, P, C)`` -> ``(T, H, W)``."""
+    torch = _torch()
+    model = prepare_for_export(model)
+    h, w = _check_hw(input_hw)
+    if not 1 <= window <= model.config.num_frames:
+        raise ExportError(f"window {window} outside 1..{model.config.num_frames} (the model's num_frames)")
+    meta = _metadata(model, "head", (h, w), window, fingerprint or model_fingerprint(model), opset)
+    tokens = (h // 14) * (w // 14)
+    gen = torch.Generator().manual_seed(0)
+    example = tuple(torch.randn(window, tokens, model.config.embed_dim, generator=gen) for _ in range(4))
+    # one pass through the full-resolution tail (the micro-batch loop would be unrolled into the graph)
+    model.head.micro_batch = window
+    return _export(HeadGraph(model, meta.patch_hw), example, Path(path), meta, verbose)
+
+
+def graph_file_names(encoder: str, input_hw, window: int, encoder_frames: int = 1) -> tuple[str, str]:
+    """Canonical file names ``<enc>_<H>x<W>_encoder_n<N>.onnx`` and ``<enc>_<H>x<W>_head_t<T>.onnx``."""
+    h, w = input_hw
+    return f"{encoder}_{h}x{w}_encoder_n{encoder_frames}.onnx", f"{encoder}_{h}x{w}_head_t{window}.onnx"
+
+
+def export_model(
+    model,
+    out_dir: str | Path,
+    input_hw: tuple[int, int],
+    window: int,
+    encoder_frames: int = 1,
+    opset: int = DEFAULT_OPSET,
+    progress: bool = False,
+    verbose: bool = False,
+) -> ExportedGraphs:
+    """Export both graphs of ``model`` into ``out_dir`` under :func:`graph_file_names`."""
+    model = prepare_for_export(model)
+    fingerprint = model_fingerprint(model)
+    enc_name, head_name = graph_file_names(model.config.encoder, _check_hw(input_hw), window, encoder_frames)
+    out_dir = Path(out_dir)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=2, unit="graph", desc="onnx export")
+    enc = export_encoder(model, out_dir / enc_name, input_hw, encoder_frames, opset, fingerprint, verbose)
+    if bar is not None:
+        bar.update(1)
+    head = export_head(model, out_dir / head_name, input_hw, window, opset, fingerprint, verbose)
+    if bar is not None:
+        bar.update(1)
+        bar.close()
+    return ExportedGraphs(enc, head)
+
+
+def ensure_graphs(
+    model,
+    input_hw: tuple[int, int],
+    window: int,
+    cache_dir: str | Path | None = None,
+    encoder_frames: int = 1,
+    opset: int = DEFAULT_OPSET,
+    progress: bool = False,
+) -> ExportedGraphs:
+    """Graphs of ``model`` from the cache ``<cache_dir>/onnx/<fingerprint>/``, exported there when missing.
+
+    The directory is keyed by :func:`model_fingerprint`, so changed weights never reuse stale graphs.
+    """
+    model = prepare_for_export(model)
+    fingerprint = model_fingerprint(model)
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = root / "onnx" / fingerprint
+    enc_name, head_name = graph_file_names(model.config.encoder, _check_hw(input_hw), window, encoder_frames)
+    graphs = ExportedGraphs(folder / enc_name, folder / head_name)
+    if graphs.encoder.is_file() and graphs.head.is_file():
+        try:
+            check_pair(*graphs.metadata())
+            return graphs
+        except ExportError:
+            pass  # a damaged or foreign file: export again
+    return export_model(model, folder, input_hw, window, encoder_frames, opset, progress)
+
+
+# ---- reading and checking -----------------------------------------------------------------------------
+def read_metadata(path: str | Path) -> GraphMetadata:
+    """The :class:`GraphMetadata` of an exported graph (weights are not loaded)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"ONNX graph not found: {path}")
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors
+        raise ExportError(f"{path}: not a readable ONNX file ({exc})") from exc
+    return GraphMetadata.from_props({p.key: p.value for p in graph.metadata_props}, str(path))
+
+
+def _value_shape(value) -> tuple:
+    dims = value.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims)
+
+
+def check_graph(path: str | Path, expect: GraphMetadata | None = None) -> GraphMetadata:
+    """Validate an exported graph: ONNX checker, opset >= 18, metadata, fixed I/O names and shapes.
+
+    Raises :class:`ExportError` naming the file and the first problem; returns the metadata.
+    """
+    import onnx
+
+    path = Path(path)
+    meta = read_metadata(path)
+    graph = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(graph, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{path}: invalid ONNX model: {exc}") from exc
+    opset = max((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < 18:
+        raise ExportError(f"{path}: opset {opset} < 18")
+    if expect is not None and meta != expect:
+        raise ExportError(f"{path}: metadata differs from what was exported")
+    inputs = {v.name: _value_shape(v) for v in graph.graph.input}
+    outputs = {v.name: _value_shape(v) for v in graph.graph.output}
+    for kind, want, have in (
+        ("input", meta.input_shapes(), inputs),
+        ("output", meta.output_shapes(), outputs),
+    ):
+        if set(want) != set(have):
+            raise ExportError(
+                f"{path}: graph {kind}s {sorted(have)} differ from the metadata's {sorted(want)}"
+            )
+        for name, shape in want.items():
+            if tuple(have[name]) != tuple(shape):
+                raise ExportError(f"{path}: {kind} {name} has shape {have[name]}, metadata says {shape}")
+    return meta
+
+
+def check_pair(encoder: GraphMetadata, head: GraphMetadata) -> None:
+    """Raise :class:`ExportError` unless ``encoder`` feeds ``head`` (same weights, input size, features)."""
+    if encoder.kind != "encoder" or head.kind != "head":
+        raise ExportError(f"expected an encoder and a head graph, got {encoder.kind} and {head.kind}")
+    problems = []
+    if encoder.fingerprint != head.fingerprint:
+        problems.append(f"weights differ (fingerprints {encoder.fingerprint} vs {head.fingerprint})")
+    if encoder.input_hw != head.input_hw:
+        problems.append(f"input sizes differ ({encoder.input_hw} vs {head.input_hw})")
+    if encoder.embed_dim != head.embed_dim or encoder.model_config != head.model_config:
+        problems.append("model configs differ")
+    if problems:
+        raise ExportError("encoder and head graphs do not belong together: " + "; ".join(problems))
+
+
+def graph_sha256(path: str | Path) -> str:
+    """sha256 of an ONNX file's bytes (part of the TensorRT engine cache key)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export ONNX graphs (per-frame encoder + window head) and optionally TensorRT engines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, default=Path("exported"), help="output folder (default ./exported)")
+    g = p.add_argument_group("model")
+    g.add_argument("--encoder", default="vits", help="VDA size: vitt, vits, vitb, vitl (default vits)")
+    g.add_argument("--weights", type=Path, help="base VDA weights (.safetensors / .pth); none = random init")
+    g.add_argument("--adapter", type=Path, help="SSB adapter (.safetensors), merged before export")
+    g.add_argument("--checkpoint", type=Path, help="training checkpoint folder (adapter + pose net)")
+    s = p.add_argument_group("shapes (one graph pair per input size and window)")
+    s.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=(224, 280),
+        metavar=("H", "W"),
+        help="network input size, multiples of 14 (224 280)",
+    )
+    s.add_argument("--window", type=int, default=32, help="frames per head pass T (32)")
+    s.add_argument("--encoder-frames", type=int, default=1, help="frames per encoder call N (1)")
+    s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 18 ({DEFAULT_OPSET})")
+    t = p.add_argument_group("TensorRT (needs tensorrt >= 10, pycuda and a CUDA GPU)")
+    t.add_argument(
+        "--tensorrt",
+        choices=("none", "fp32", "fp16", "both"),
+        default="none",
+        help="also build TensorRT engines of this precision (default none)",
+    )
+    t.add_argument(
+        "--engine-cache", type=Path, default=None, help="engine cache folder (default <out>/engines)"
+    )
+    t.add_argument("--workspace-gib", type=float, default=4.0, help="TensorRT builder workspace (4 GiB)")
+    p.add_argument("--verbose", action="store_true", help="show the exporter's own output")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from endo_depth_model.checkpoint import CheckpointError
+
+    t0 = time.perf_counter()
+    try:
+        from endo_depth_model.infer import InferError, load_depth_model
+
+        bundle = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, "cpu")
+        print(f"model: {bundle.description}")
+        graphs = export_model(
+            bundle.model,
+            args.out,
+            tuple(args.input_size),
+            args.window,
+            args.encoder_frames,
+            args.opset,
+            progress=True,
+            verbose=args.verbose,
+        )
+        engines = []
+        if args.tensorrt != "none":
+            from endo_depth_model.runtime.tensorrt_backend import build_or_load_engine
+
+            precisions = ("fp32", "fp16") if args.tensorrt == "both" else (args.tensorrt,)
+            cache = args.engine_cache or args.out / "engines"
+            for precision in precisions:
+                for graph in (graphs.encoder, graphs.head):
+                    engines.append(
+                        build_or_load_engine(graph, precision, cache, workspace_gib=args.workspace_gib)
+                    )
+    except (ExportError, CheckpointError, InferError, ValueError, RuntimeError) as exc:
+        print(f"endo-depth export: error: {exc}")
+        return 1
+    enc_meta, head_meta = graphs.metadata()
+    print(
+        f"done in {time.perf_counter() - t0:.1f} s "
+        f"({enc_meta.output_kind}, fingerprint {enc_meta.fingerprint})"
+    )
+    for path in (graphs.encoder, graphs.head, *engines):
+        print(f"  {path}  {path.stat().st_size / 2**20:.1f} MiB")
+    return 0
