@@ -368,6 +368,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--device", default="cuda" if _cuda() else "cpu", help="torch device (default: cuda if present)"
     )
     g.add_argument(
+        "--backend",
+        default="torch",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        help="inference backend (infer only; default torch; auto = fastest available)",
+    )
+    g.add_argument(
         "--input-size",
         type=int,
         nargs=2,
@@ -434,11 +440,23 @@ def _default_out(source: str) -> Path:
 def main(args: argparse.Namespace) -> int:
     from endo_depth_model.checkpoint import CheckpointError
     from endo_depth_model.data import DataError
+    from endo_depth_model.runtime import BackendError
     from endo_depth_model.streaming import StreamError
 
     t0 = time.perf_counter()
     try:
         bundle = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, args.device)
+        if args.backend != "torch":
+            from endo_depth_model.runtime import load_backend
+
+            bundle.model = load_backend(
+                args.backend,
+                bundle.model,
+                device=args.device,
+                input_hw=tuple(args.input_size),
+                window=args.window,
+            )
+            bundle.description += f", backend {bundle.model.name}"
         out = args.out or _default_out(args.source)
         print(f"model: {bundle.description}; output: {out}")
         opts = InferOptions(
@@ -459,7 +477,7 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
         )
         summaries = run_infer(args.source, out, bundle, opts)
-    except (InferError, DataError, CheckpointError, StreamError, ValueError) as exc:
+    except (InferError, DataError, CheckpointError, StreamError, BackendError, ValueError) as exc:
         print(f"endo-depth infer: error: {exc}")
         return 1
     n = sum(s["n_frames"] for s in summaries)

@@ -134,3 +134,27 @@ def test_infer_rosbag_topic(tmp_path, vitt_weights):
     seq = next(p for p in out.iterdir() if p.is_dir())
     assert sorted(p.name for p in (seq / "depth").glob("*.npy")) == [f"{i:06d}.npy" for i in range(7)]
     assert (tmp_path / "bag_depth.mp4").is_file()  # beside the bag
+
+
+def test_infer_on_onnxruntime_backend_matches_torch(tmp_path, vitt_weights):
+    """The same `infer` run through the onnxruntime backend (exported graphs) gives the torch depths."""
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.folder import write_folder
+    from endo_depth_model.data.sequence import Frame
+
+    K = np.array([[30.0, 0, 20.5], [0, 30.0, 13.5], [0, 0, 1]])
+    folder = tmp_path / "frames"
+    write_folder([Frame(rgb=f, K=K, index=i, stamp_ns=i) for i, f in enumerate(_frames(10))], folder, fps=10)
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        argv = [
+            "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights),
+            "--input-size", "28", "42", "--device", "cpu", "--out", str(out),
+            "--window", "8", "--overlap", "4", "--blend", "2", "--backend", backend, "--no-video",
+        ]  # fmt: skip
+        assert main(argv) == 0
+        (seq,) = [p for p in out.iterdir() if p.is_dir()]
+        results[backend] = np.stack([np.load(p) for p in sorted((seq / "depth").glob("*.npy"))])
+    assert results["torch"].shape == (10, H, W)
+    np.testing.assert_allclose(results["onnxruntime"], results["torch"], rtol=1e-4, atol=1e-4)
