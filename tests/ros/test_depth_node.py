@@ -278,3 +278,37 @@ def test_refuses_to_start_with_a_clear_message(weights, params, message):
     assert node.proc.returncode == 2
     assert message in out
     assert "Traceback" not in out
+
+
+def test_kinematic_scale_from_the_robot_pose_becomes_metric(weights):
+    """With the robot's measured camera pose, depth and odometry get a metric scale after enough motion."""
+    node, peer, pub_img, _ = _start(
+        weights, intrinsics=[50, 50, 31.5, 23.5], queue_size=100, queue_policy="drop_newest",
+        scale_mode="kinematic", kinematic_min_pairs=12, kinematic_window=20,
+    )  # fmt: skip
+    pub_robot = peer.publisher(PoseStamped, "/test/robot_pose")
+    assert peer.wait_for(lambda: pub_robot.get_subscription_count() > 0, 30)
+    try:
+        frames = textured_frames(20, H, W)
+        for i, rgb in enumerate(frames):
+            T = np.eye(4)
+            T[2, 3] = 0.002 * i  # the robot advances the scope 2 mm per frame
+            robot = PoseStamped(header=_header(i), pose=conv.matrix_to_pose(T))
+            robot.header.frame_id = "ecm_base"
+            pub_robot.publish(robot)
+            time.sleep(0.01)
+            pub_img.publish(_image(rgb, i))
+            time.sleep(0.08)
+        assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 20, 60)
+        assert peer.wait_for(lambda: _diag(peer).get("is_metric") == "True", 10), _diag(peer)
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    alignment = peer.received["/test/depth/alignment"]
+    assert {a.scale_source for a in alignment} == {"kinematic"}
+    assert alignment[0].is_metric is False  # not before enough informative pairs
+    metric = [a for a in alignment if a.is_metric]
+    assert metric and all(a.metric_scale > 0 and a.metric_scale != 1.0 for a in metric)
+    diag = _diag(peer)
+    assert float(diag["metric_scale"]) == pytest.approx(metric[-1].metric_scale, rel=1e-3)

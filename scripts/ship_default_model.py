@@ -1,0 +1,61 @@
+"""Make the shipped default model from a training run: merge the SSB adapter of a checkpoint into its
+base weights and store the result as float16 safetensors in endo_depth_model/weights/ (the node and
+the demo load it by default; it is cast back to float32 on load).
+
+    .venv/bin/python scripts/ship_default_model.py runs/pretrain/vitt_pretrained.safetensors \
+        runs/synthetic_target/checkpoints/best
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    import torch
+
+    from endo_depth_model.checkpoint import save_safetensors
+    from endo_depth_model.infer import load_depth_model
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("base", type=Path, help="base VDA weights (stage 1)")
+    p.add_argument("checkpoint", type=Path, help="training checkpoint folder with the SSB adapter (stage 2)")
+    p.add_argument("--encoder", default="vitt")
+    p.add_argument("--out", type=Path, default=ROOT / "endo_depth_model" / "weights")
+    args = p.parse_args()
+    bundle = load_depth_model(args.encoder, args.base, checkpoint=args.checkpoint, device="cpu", merge=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in bundle.model.state_dict().items()}
+    if any(".lora_" in k or ".base_layer." in k for k in state):
+        raise SystemExit("merge failed: adapter keys left in the state dict")
+    meta = (
+        json.loads((args.checkpoint / "meta.json").read_text())
+        if (args.checkpoint / "meta.json").is_file()
+        else {}
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = save_safetensors(
+        state,
+        args.out / f"{args.encoder}_endodav.safetensors",
+        metadata={
+            "config": args.encoder,
+            "stage": "supervised source pretraining + self-supervised SSB fine-tuning on the target domain",
+            "base": args.base.name,
+            "checkpoint_step": str(meta.get("step", "")),
+            "min_depth": "0.001",
+            "max_depth": "0.3",
+            "dtype": "float16 (cast to float32 on load)",
+        },
+    )
+    n_values = sum(v.numel() for v in state.values())
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n_values:,} values)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
