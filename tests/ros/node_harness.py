@@ -72,7 +72,7 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.output, _ = self.proc.communicate()
-        elif not self.output:
+        elif not self.output and not self.proc.stdout.closed:
             self.output = self.proc.stdout.read()
         return self.proc.returncode
 

@@ -312,3 +312,21 @@ def test_kinematic_scale_from_the_robot_pose_becomes_metric(weights):
     assert metric and all(a.metric_scale > 0 and a.metric_scale != 1.0 for a in metric)
     diag = _diag(peer)
     assert float(diag["metric_scale"]) == pytest.approx(metric[-1].metric_scale, rel=1e-3)
+
+
+def test_sigterm_mid_stream_shuts_down_cleanly(weights):
+    import signal
+
+    node, peer, pub_img, _ = _start(weights, intrinsics=[50, 50, 31.5, 23.5], queue_size=100)
+    try:
+        for i, rgb in enumerate(textured_frames(12, H, W)):
+            pub_img.publish(_image(rgb, i))
+            time.sleep(0.03)
+        assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) > 0, 60)
+        node.proc.send_signal(signal.SIGTERM)  # while frames are still queued and held back
+        out, _ = node.proc.communicate(timeout=30)
+    finally:
+        node.stop()
+        peer.close()
+    assert node.proc.returncode == 0, out
+    assert "Traceback" not in out and "terminate called" not in out
