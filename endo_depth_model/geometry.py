@@ -32,6 +32,7 @@ __all__ = [
     "backproject_np",
     "matrix_to_quaternion",
     "quaternion_to_matrix",
+    "matrix_to_axis_angle",
 ]
 
 
@@ -211,3 +212,13 @@ def quaternion_to_matrix(q) -> np.ndarray:
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
+    """Rotation matrix (3, 3) -> axis-angle (3,) radians, the inverse of :func:`axis_angle_to_matrix`."""
+    x, y, z, w = matrix_to_quaternion(R)
+    s = np.sqrt(x * x + y * y + z * z)
+    if s < 1e-12:
+        return np.zeros(3)
+    angle = 2.0 * np.arctan2(s, w)
+    return np.array([x, y, z]) / s * angle

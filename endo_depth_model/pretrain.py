@@ -42,6 +42,9 @@ class PretrainConfig:
     level_weight: float = 0.1
     seed: int = 0
     threads: int = 0
+    pose_steps: int = 0  # > 0: also pretrain the pose network on ground-truth relative poses
+    pose_batch: int = 4
+    pose_lr: float = 3e-4
 
 
 def _normalise(x, valid):
@@ -100,8 +103,83 @@ def render_dataset(cfg: PretrainConfig) -> list[dict]:
                 depth=np.stack([f.depth for f in frames]),
             )
         with np.load(path) as data:
-            seqs.append({"rgb": data["rgb"], "depth": data["depth"]})
+            poses = EndoscopySimulator(
+                preset(
+                    cfg.preset,
+                    seed=cfg.first_seed + i,
+                    n_frames=cfg.frames,
+                    height=cfg.input_height,
+                    width=cfg.input_width,
+                )
+            ).poses  # camera-to-world, metres (cheap: the trajectory only)
+            seqs.append(
+                {"rgb": data["rgb"], "depth": data["depth"], "poses": np.asarray(poses, dtype=np.float64)}
+            )
     return seqs
+
+
+def pretrain_pose(cfg: PretrainConfig, seqs: list[dict]) -> Path:
+    """Supervised pose pretraining on the source sequences' ground-truth relative poses.
+
+    EndoDAV starts its pose network from ImageNet ResNet-18 weights, which are not available here; a pose
+    network pretrained on the simulator's exact relative motion plays that role. ``PoseNet(a, b)`` is
+    trained to give ``T_b_a`` (frame a's camera to frame b's) for pairs 1 or 2 frames apart, both ways.
+    Loss: L1 on translation in millimetres plus L1 on axis-angle in centiradians.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from endo_depth_model.checkpoint import save_safetensors
+    from endo_depth_model.geometry import matrix_to_axis_angle, relative_pose
+    from endo_depth_model.models.pose_net import PoseNet
+
+    torch.manual_seed(cfg.seed + 1)
+    rng = np.random.default_rng(cfg.seed + 1)
+    net = PoseNet()
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.pose_lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.pose_lr, total_steps=cfg.pose_steps, pct_start=0.05
+    )
+    log = []
+    bar = tqdm(range(cfg.pose_steps), desc="pretrain pose", unit="step")
+    for _ in bar:
+        a_list, b_list, aa_list, t_list = [], [], [], []
+        for _ in range(cfg.pose_batch):
+            seq = seqs[rng.integers(len(seqs))]
+            gap = int(rng.integers(1, 3))
+            i = int(rng.integers(0, len(seq["rgb"]) - gap))
+            a, b = (i, i + gap) if rng.random() < 0.5 else (i + gap, i)
+            T_b_a = relative_pose(
+                torch.from_numpy(seq["poses"][a]), torch.from_numpy(seq["poses"][b])
+            ).numpy()
+            a_list.append(seq["rgb"][a])
+            b_list.append(seq["rgb"][b])
+            aa_list.append(matrix_to_axis_angle(T_b_a[:3, :3]))
+            t_list.append(T_b_a[:3, 3])
+
+        def batch(images):
+            return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+
+        axis_angle, translation = net(batch(a_list), batch(b_list))[:2]
+        aa_gt = torch.tensor(np.stack(aa_list), dtype=torch.float32)
+        t_gt = torch.tensor(np.stack(t_list), dtype=torch.float32)
+        loss = (translation - t_gt).abs().mean() * 1000.0 + (axis_angle - aa_gt).abs().mean() * 100.0
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        log.append(float(loss))
+        bar.set_postfix(loss=f"{np.mean(log[-20:]):.4f}")
+    path = save_safetensors(
+        net,
+        Path(cfg.out) / f"{cfg.model}_pose_pretrained.safetensors",
+        metadata={"stage": "supervised-source-pose", "steps": str(cfg.pose_steps)},
+    )
+    print(
+        f"pose network: loss {np.mean(log[:20]):.4f} -> {np.mean(log[-20:]):.4f} (mm + crad); weights: {path}"
+    )
+    return path
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
@@ -119,6 +197,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seqs = render_dataset(cfg)
+    if cfg.pose_steps > 0:
+        pretrain_pose(cfg, seqs)
+    if cfg.steps <= 0:
+        return out / f"{cfg.model}_pretrained.safetensors"
     model = build_vda(cfg.model)
     # A randomly initialised final conv can leave the last ReLU dead everywhere (zero output, no gradient):
     # start it alive, at a typical disparity level.

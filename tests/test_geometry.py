@@ -78,6 +78,13 @@ def test_quaternion_round_trip_all_branches():
     assert np.allclose(g.matrix_to_quaternion(np.eye(3)), [0, 0, 0, 1])
 
 
+def test_axis_angle_round_trip():
+    rng = np.random.default_rng(3)
+    for aa in [*rng.normal(size=(30, 3)) * 0.8, [0.0, 0.0, 0.0], [0.0, 1e-9, 0.0]]:
+        R = g.axis_angle_to_matrix(torch.tensor(np.asarray(aa, dtype=np.float64))[None])[0].numpy()
+        assert np.allclose(g.matrix_to_axis_angle(R), aa, atol=1e-8)
+
+
 def test_backproject_np_matches_torch():
     K = np.array([[40.0, 0, 9.5], [0, 40.0, 7.5], [0, 0, 1]])
     depth = np.full((16, 20), 2.0, np.float32)
