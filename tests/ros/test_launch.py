@@ -71,3 +71,27 @@ def test_default_params_file_is_shipped_and_matches_the_node_parameters():
     names = set(flatten(params))
     assert names <= set(PARAM_DOCS), f"unknown parameters in config/depth.yaml: {names - set(PARAM_DOCS)}"
     assert set(PARAM_DOCS) - names == {"intrinsics"}  # the only parameter without a default value
+
+
+def test_shipped_rviz_config_shows_topics_the_node_publishes_under_the_launch_namespace():
+    import re
+
+    data = yaml.safe_load((ROOT / "config" / "endo_depth.rviz").read_text())
+    topics = [d["Topic"]["Value"] for d in data["Visualization Manager"]["Displays"] if "Topic" in d]
+    tree = ast.parse(LAUNCH.read_text())
+    defaults = {
+        ast.literal_eval(c.args[0]): ast.literal_eval(_kw(c, "default_value"))
+        for c in _calls(tree, "DeclareLaunchArgument")
+        if isinstance(_kw(c, "default_value"), ast.Constant)
+    }
+    ns = "/" + defaults["namespace"]
+    published = set(
+        re.findall(
+            r'create_publisher\(\s*\w+,\s*"([^"]+)"', (ROOT / "endo_depth_ros" / "depth_node.py").read_text()
+        )
+    )
+    for topic in topics:
+        if topic == defaults["image_topic"]:
+            continue  # the input, shown beside the outputs
+        assert topic.startswith(ns + "/") and topic[len(ns) + 1 :] in published, topic
+    assert data["Visualization Manager"]["Global Options"]["Fixed Frame"] == "odom"
