@@ -72,6 +72,8 @@ def _read_bag(path: Path, topic: str) -> dict[int, np.ndarray]:
     out = {}
     with Reader(path) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:  # (an empty connection list would make rosbags read every topic)
+            return out
         for conn, _, raw in reader.messages(connections=conns):
             m = ts.deserialize_cdr(raw, conn.msgtype)
             stamp = int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec)
@@ -296,7 +298,7 @@ def print_summary(r: dict) -> None:
     lines += [
         f"depth scale          {r['scale_source']}",
         f"outputs (bag)        {r['output_bag']}",
-        f"preview              {r['preview']}   (RGB | depth | ground truth)",
+        f"preview              {r['preview']}   (RGB | depth{' | ground truth' if r.get('frames_evaluated') else ''})",  # noqa: E501
         "-" * 60,
     ]
     print("\n".join(lines))
