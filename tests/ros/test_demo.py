@@ -33,8 +33,8 @@ def test_shipped_model_is_small_and_loads_strictly():
 
 def test_demo_runs_the_node_on_a_synthetic_bag_and_reports_accuracy(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "endo_depth_ros.cli", "demo",
-           "--frames", "24", "--height", "96", "--width", "128", "--out", str(out), "--timeout", "120"]  # fmt: skip
+    cmd = [sys.executable, "-m", "endo_depth_ros.cli", "demo", "--frames", "24", "--height", "96",
+           "--width", "128", "--out", str(out), "--timeout", "120"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
