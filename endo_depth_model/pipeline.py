@@ -127,36 +127,27 @@ def _resolve(path: str, default_name: str) -> Path | None:
 
 
 def load_depth_model(cfg: PipelineConfig):
-    """Build the VDA model of ``cfg.model_config`` and load its weights (and SSB adapter, merged)."""
-    import torch
+    """The VDA model of ``cfg.model_config`` with its weights (and SSB adapter, merged), in eval mode.
 
-    from endo_depth_model.checkpoint import CheckpointError, load_vda_weights
-    from endo_depth_model.models import VDA_CONFIGS, build_vda
+    One loader for the whole project: :func:`endo_depth_model.infer.load_depth_model`; this adds the
+    shipped default weights and turns every loading failure into a :class:`PipelineError`.
+    """
+    from endo_depth_model.checkpoint import CheckpointError
+    from endo_depth_model.infer import InferError
+    from endo_depth_model.infer import load_depth_model as load_bundle
 
-    if cfg.model_config not in VDA_CONFIGS:
-        raise PipelineError(f"unknown model config {cfg.model_config!r}; known: {sorted(VDA_CONFIGS)}")
-    weights = _resolve(cfg.weights, f"{cfg.model_config}_endodav.safetensors")
+    default = f"{cfg.model_config}_endodav.safetensors"
+    weights = _resolve(cfg.weights, default)
     if weights is None:
         raise PipelineError(
-            f"no weights given and no shipped model "
-            f"{SHIPPED_MODEL_DIR / (cfg.model_config + '_endodav.safetensors')}: set the weights path "
+            f"no weights given and no shipped model {SHIPPED_MODEL_DIR / default}: set the weights path "
             "(parameter model.weights / option --weights)"
         )
-    model = build_vda(cfg.model_config)
+    adapter = _resolve(cfg.adapter, "") if cfg.adapter else None
     try:
-        if cfg.adapter:
-            from endo_depth_model import ssb
-
-            adapter = _resolve(cfg.adapter, "")
-            model = ssb.apply_ssb(model)
-            load_vda_weights(model, weights)
-            ssb.load_adapter(model, adapter)
-            model = ssb.merge_ssb(model)
-        else:
-            load_vda_weights(model, weights)
-    except CheckpointError as exc:
+        return load_bundle(cfg.model_config, weights, adapter=adapter, device=cfg.device).model
+    except (InferError, CheckpointError, ValueError) as exc:
         raise PipelineError(str(exc)) from exc
-    return model.to(torch.device(cfg.device)).eval()
 
 
 def load_pose_model(cfg: PipelineConfig):

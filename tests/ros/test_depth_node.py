@@ -268,6 +268,10 @@ def test_reset_service_reanchors(weights):
             "weights file not found: /nonexistent/w.safetensors",
         ),
         ({"stride": 7}, "stride 7 must be in 1..4"),
+        (
+            {"model.config": "vits"},
+            "checkpoint is 'vitt' (embed 192, 6 blocks, features 32) but the model is 'vits'",
+        ),
         ({"scale_mode": "metres"}, "scale_mode 'metres' is not one of"),
         ({"queue_policy": "block"}, "queue_policy must be one of"),
     ],
