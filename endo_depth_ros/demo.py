@@ -236,11 +236,13 @@ def run_demo(args) -> dict:
         stats = recorder.close()
         diag = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
         frames_out = stats.messages.get(f"{NS}/depth/image", 0)
+        poses_out = stats.messages.get(f"{NS}/pose", 0)
         result = {
             "input_bag": str(input_bag),
             "output_bag": str(output_bag),
             "frames_in": n_frames,
             "frames_out": frames_out,
+            "poses_out": poses_out,
             "elapsed_s": elapsed,
             "throughput_fps": frames_out / elapsed if elapsed > 0 else 0.0,
             "latency_p50_ms": float(diag.get("latency_p50_ms", "nan")),
@@ -285,6 +287,8 @@ def print_summary(r: dict) -> None:
         f"frames in / out      {r['frames_in']} / {r['frames_out']}   (rejected {r['rejected']}, "
         f"dropped {r['dropped']})",
         f"throughput           {r['throughput_fps']:.1f} frames/s over {r['elapsed_s']:.1f} s",
+        f"odometry             {r['poses_out']} camera poses on {NS}/pose"
+        + ("" if r["poses_out"] else " (no pose network weights)"),
         f"latency p50 / p95    {r['latency_p50_ms']:.0f} / {r['latency_p95_ms']:.0f} ms "
         "(input to depth, incl. window hold-back)",
     ]

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     import torch
 
-    from endo_depth_model.checkpoint import save_safetensors
+    from endo_depth_model.checkpoint import quantize_int8, read_state_dict, save_safetensors
     from endo_depth_model.infer import load_depth_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +54,15 @@ def main() -> int:
     )
     n_values = sum(v.numel() for v in state.values())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n_values:,} values)")
+    pose_file = args.checkpoint / "pose_net.safetensors"
+    if pose_file.is_file():
+        # the pose network (12.5M parameters) fits the repository budget only as int8 weights
+        pose = save_safetensors(
+            quantize_int8(read_state_dict(pose_file)),
+            args.out / f"{args.encoder}_endodav_pose.safetensors",
+            metadata={"stage": "pose network of the same checkpoint", "storage": "int8 per-channel weights"},
+        )
+        print(f"wrote {pose} ({pose.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 

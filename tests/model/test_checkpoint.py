@@ -146,3 +146,28 @@ def test_non_state_dict_payloads(tmp_path):
     torch.save({"epoch": 1, "lr": 0.1}, path)
     with pytest.raises(CheckpointError, match="no state dict of tensors found"):
         read_state_dict(path)
+
+
+def test_int8_weight_storage_round_trips_within_half_a_step(tmp_path):
+    import torch
+
+    from endo_depth_model.checkpoint import QSCALE_SUFFIX, quantize_int8, read_state_dict, save_safetensors
+    from endo_depth_model.models.pose_net import PoseNet
+
+    torch.manual_seed(0)
+    net = PoseNet()
+    state = net.state_dict()
+    q = quantize_int8(state)
+    big = [k for k, v in state.items() if v.is_floating_point() and v.dim() >= 2 and v.numel() >= 4096]
+    assert big and all(q[k].dtype == torch.int8 for k in big)
+    path = save_safetensors(q, tmp_path / "pose_int8.safetensors")
+    back = read_state_dict(path)
+    assert set(back) == set(state) and not any(k.endswith(QSCALE_SUFFIX) for k in back)
+    for k in big:
+        step = q[k + QSCALE_SUFFIX].reshape(-1, *([1] * (state[k].dim() - 1)))
+        assert back[k].dtype == torch.float32
+        assert ((back[k] - state[k]).abs() <= step / 2 + 1e-7).all(), k
+    restored = PoseNet()
+    restored.load_state_dict(back, strict=True)
+    raw_size = sum(v.numel() * v.element_size() for v in state.values())
+    assert path.stat().st_size < raw_size / 3.5  # about 4x smaller than float32

@@ -21,14 +21,19 @@ pytestmark = pytest.mark.ros
 SHIPPED = SHIPPED_MODEL_DIR / "vitt_endodav.safetensors"
 
 
+SHIPPED_POSE = SHIPPED_MODEL_DIR / "vitt_endodav_pose.safetensors"
+
+
 def test_shipped_model_is_small_and_loads_strictly():
     from endo_depth_model.checkpoint import load_vda_weights, read_state_dict
     from endo_depth_model.models import build_vda
+    from endo_depth_model.models.pose_net import PoseNet
 
-    assert SHIPPED.is_file()
-    assert SHIPPED.stat().st_size <= 25 * 2**20
+    assert SHIPPED.is_file() and SHIPPED_POSE.is_file()
+    assert SHIPPED.stat().st_size + SHIPPED_POSE.stat().st_size <= 25 * 2**20
     report = load_vda_weights(build_vda("vitt"), SHIPPED)
     assert report.source == "vda" and report.num_tensors == len(read_state_dict(SHIPPED))
+    PoseNet().load_state_dict(read_state_dict(SHIPPED_POSE), strict=True)
 
 
 def test_demo_runs_the_node_on_a_synthetic_bag_and_reports_accuracy(tmp_path):
@@ -39,6 +44,7 @@ def test_demo_runs_the_node_on_a_synthetic_bag_and_reports_accuracy(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] == summary["frames_out"] == 24
+    assert summary["poses_out"] == 24  # the shipped pose network gives odometry for every frame
     assert summary["rejected"] == 0 and summary["dropped"] == 0
     assert summary["frames_evaluated"] == 24
     assert summary["abs_rel"] < DEMO_ABS_REL_BOUND
