@@ -400,9 +400,10 @@ def register(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     from endo_depth_model.checkpoint import CheckpointError
     from endo_depth_model.data import DataError, open_sequences
-    from endo_depth_model.infer import InferError, load_depth_model
+    from endo_depth_model.infer import InferError, load_depth_model, resolve_model_defaults
     from endo_depth_model.streaming import StreamError
 
+    resolve_model_defaults(args)
     t0 = time.perf_counter()
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     cfg = EvalConfig(args.eval_min_depth, args.eval_max_depth, args.unit_scale)

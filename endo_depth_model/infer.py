@@ -355,13 +355,45 @@ def _write_png16(path: Path, depth: np.ndarray, scale: float) -> None:
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
+def resolve_model_defaults(args: argparse.Namespace) -> None:
+    """Fill in what the user left out: the shipped default model when no weights are given (for
+    ``--encoder vitt``), and the depth range stored in the weights' metadata (else EndoDAV's 0.1 / 150)."""
+    from endo_depth_model.pipeline import SHIPPED_MODEL_DIR
+
+    if args.weights is None and args.checkpoint is None:
+        shipped = SHIPPED_MODEL_DIR / f"{args.encoder}_endodav.safetensors"
+        if shipped.is_file():
+            args.weights = shipped
+    meta: dict = {}
+    if (
+        args.weights is not None
+        and Path(args.weights).suffix == ".safetensors"
+        and Path(args.weights).is_file()
+    ):
+        from safetensors import safe_open
+
+        with safe_open(str(args.weights), framework="pt") as f:
+            meta = f.metadata() or {}
+    if args.min_depth is None:
+        args.min_depth = float(meta.get("min_depth", 0.1))
+    if args.max_depth is None:
+        args.max_depth = float(meta.get("max_depth", 150.0))
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Model and engine options shared by ``infer`` and ``eval``."""
     g = p.add_argument_group("model")
     g.add_argument(
-        "--encoder", default="vits", help="VDA size: vitt (tiny, tests), vits, vitb, vitl (default vits)"
+        "--encoder",
+        default="vitt",
+        help="VDA size: vitt (the shipped CPU model), vits, vitb, vitl (default vitt)",
     )
-    g.add_argument("--weights", type=Path, help="base VDA or Depth-Anything-V2 weights (.safetensors / .pth)")
+    g.add_argument(
+        "--weights",
+        type=Path,
+        help="base VDA or Depth-Anything-V2 weights (.safetensors / .pth); default: the shipped model "
+        "of --encoder when there is one",
+    )
     g.add_argument("--adapter", type=Path, help="SSB adapter file (.safetensors) from training")
     g.add_argument("--checkpoint", type=Path, help="training checkpoint folder (adapter + pose net)")
     g.add_argument(
@@ -388,8 +420,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--stride", type=int, default=None, help="new frames per head pass (default window-overlap)"
     )
     e.add_argument("--blend", type=int, default=8, help="cross-faded frames between windows (8)")
-    e.add_argument("--min-depth", type=float, default=0.1, help="disparity_to_depth min depth (0.1)")
-    e.add_argument("--max-depth", type=float, default=150.0, help="disparity_to_depth max depth (150)")
+    e.add_argument(
+        "--min-depth",
+        type=float,
+        default=None,
+        help="disparity_to_depth min depth (default: from the weights, else 0.1)",
+    )
+    e.add_argument(
+        "--max-depth",
+        type=float,
+        default=None,
+        help="disparity_to_depth max depth (default: from the weights, else 150)",
+    )
     e.add_argument("--max-frames", type=int, default=None, help="stop each sequence after this many frames")
 
 
@@ -445,6 +487,7 @@ def main(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
+        resolve_model_defaults(args)
         bundle = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, args.device)
         if args.backend != "torch":
             from endo_depth_model.runtime import load_backend

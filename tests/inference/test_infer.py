@@ -158,3 +158,25 @@ def test_infer_on_onnxruntime_backend_matches_torch(tmp_path, vitt_weights):
         results[backend] = np.stack([np.load(p) for p in sorted((seq / "depth").glob("*.npy"))])
     assert results["torch"].shape == (10, H, W)
     np.testing.assert_allclose(results["onnxruntime"], results["torch"], rtol=1e-4, atol=1e-4)
+
+
+def test_infer_defaults_to_the_shipped_model_and_its_depth_range(tmp_path):
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.folder import write_folder
+    from endo_depth_model.data.sequence import Frame
+
+    K = np.array([[30.0, 0, 20.5], [0, 30.0, 13.5], [0, 0, 1]])
+    folder = tmp_path / "frames"
+    write_folder([Frame(rgb=f, K=K, index=i, stamp_ns=i) for i, f in enumerate(_frames(8))], folder, fps=10)
+    out = tmp_path / "out"
+    argv = [
+        "infer", str(folder), "--input-size", "28", "42", "--device", "cpu", "--out", str(out),
+        "--window", "6", "--overlap", "4", "--blend", "2", "--no-video",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    (seq,) = [p for p in out.iterdir() if p.is_dir()]
+    meta = json.loads((seq / "meta.json").read_text())
+    assert "vitt_endodav.safetensors" in meta["model"]
+    assert (meta["min_depth"], meta["max_depth"]) == (0.001, 0.3)  # stored in the shipped file
+    depth = np.stack([np.load(p) for p in sorted((seq / "depth").glob("*.npy"))])
+    assert depth.shape == (8, H, W) and np.all(depth > 0) and np.all(depth < 0.3)
