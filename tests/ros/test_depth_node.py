@@ -158,7 +158,7 @@ def test_bad_input_is_rejected_counted_and_good_frames_keep_flowing(weights):
     try:
         frames = textured_frames(12, H, W)
         pub_img.publish(_image(frames[0], 0))  # no camera_info within camera_info_timeout, no intrinsics
-        time.sleep(0.5)
+        assert peer.wait_for(lambda: _diag(peer).get("rejected.no_camera_info") == "1", 10), _diag(peer)
         good = []
         for i, rgb in enumerate(frames[1:], start=1):
             pub_info.publish(conv.make_camera_info(K, H, W, _header(i)))
@@ -180,8 +180,8 @@ def test_bad_input_is_rejected_counted_and_good_frames_keep_flowing(weights):
         peer.close()
     assert rc == 0, node.output
     stamps = sorted(conv.stamp_to_ns(m.header.stamp) for m in peer.received["/test/depth/image"])
-    assert stamps == [conv.stamp_to_ns(_header(i).stamp) for i in good]
     diag = _diag(peer)
+    assert stamps == [conv.stamp_to_ns(_header(i).stamp) for i in good], diag
     assert diag["rejected.no_camera_info"] == "1"
     assert diag["rejected.bad_image"] == "4"
     assert diag["rejected.size_changed"] == "1"
@@ -203,8 +203,18 @@ def test_overload_drops_oldest_counts_it_and_recovers(weights):
         # (DDS may lose the very first sample of a fresh match; the node accounts for what it received)
         assert peer.wait_for(lambda: int(_diag(peer).get("frames_received", 0)) >= 38, 20), _diag(peer)
         assert peer.wait_for(lambda: int(_diag(peer).get("frames_dropped", 0)) > 0, 20)
-        time.sleep(2.0)  # worker drains the queue; held-back frames are flushed
+
+        def settled() -> bool:  # the worker drained the queue and flushed the held-back frames
+            d = _diag(peer)
+            return bool(d) and int(d["frames_published"]) + int(d["frames_dropped"]) == int(
+                d["frames_received"]
+            )
+
+        assert peer.wait_for(settled, 30), _diag(peer)
         burst = _diag(peer)
+        assert peer.wait_for(
+            lambda: len(peer.received["/test/depth/image"]) >= int(burst["frames_published"]), 10
+        )
         n_before = len(peer.received["/test/depth/image"])
         for i in range(40, 52):  # then a rate it sustains: every frame comes out
             pub_img.publish(_image(frames[i], i))
