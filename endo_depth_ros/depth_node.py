@@ -488,9 +488,25 @@ class DepthNode(Node):
             "is_metric": scale.is_metric,
             "errors": sum(self.errors.values()),
         }
+        values.update(self._process_values())
         values.update({f"rejected.{k}": v for k, v in sorted(self.rejected.items())})
         values.update({f"error.{k}": v for k, v in sorted(self.errors.items())})
         return {k: str(v) for k, v in values.items()}
+
+    @staticmethod
+    def _process_values() -> dict[str, str]:
+        """Resident memory, threads and open files of this process (leaks show up here in a soak run)."""
+        try:
+            import psutil
+
+            proc = psutil.Process()
+            return {
+                "rss_mb": f"{proc.memory_info().rss / 2**20:.1f}",
+                "threads": str(proc.num_threads()),
+                "open_files": str(proc.num_fds()),
+            }
+        except Exception:  # noqa: BLE001 - psutil missing or the platform lacks a counter
+            return {}
 
     def _publish_diagnostics(self) -> None:
         with self._lock:

@@ -132,6 +132,7 @@ def test_every_frame_yields_one_depth_image_with_its_stamp_and_all_outputs(weigh
     diag = _diag(peer)
     assert diag["frames_received"] == "20" and diag["frames_published"] == "20"
     assert diag["frames_rejected"] == "0" and diag["frames_dropped"] == "0"
+    assert float(diag["rss_mb"]) > 50 and int(diag["threads"]) > 1 and int(diag["open_files"]) > 2
 
 
 def _bad_images(rgb: np.ndarray, i: int) -> list[tuple[str, Image]]:
