@@ -97,22 +97,18 @@ def depth_to_pointcloud2(
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     depth = np.asarray(depth, dtype=np.float32)[::stride, ::stride]
+    # subsampling (not resizing): kept pixel j was pixel j * stride, so f and c divide by the stride
     K_s = np.array(K, dtype=np.float64, copy=True)
-    K_s[0, 0] /= stride
-    K_s[1, 1] /= stride
-    K_s[0, 2] /= stride
-    K_s[1, 2] /= stride
+    K_s[:2] /= stride
     h, w = depth.shape
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-    x = (u - K_s[0, 2]) / K_s[0, 0] * depth
-    y = (v - K_s[1, 2]) / K_s[1, 1] * depth
+    xyz = geometry.backproject_np(depth, K_s)
     if rgb is None:
         packed = np.full((h, w), 0x808080, dtype=np.uint32)
     else:
         c = np.asarray(rgb, dtype=np.uint32)[::stride, ::stride]
         packed = (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
     cloud = np.empty((h, w, 4), dtype=np.float32)
-    cloud[..., 0], cloud[..., 1], cloud[..., 2] = x, y, depth
+    cloud[..., :3] = xyz
     cloud[..., 3] = packed.view(np.float32)
     msg = PointCloud2(header=header, height=h, width=w, fields=_XYZRGB_FIELDS, is_bigendian=False)
     msg.point_step = 16
