@@ -533,16 +533,32 @@ class DepthNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM, then stop in order: worker, executor, node, context.
+
+    rclpy's own signal handler shuts the context down from its signal thread while our worker may be
+    publishing, which can crash the process on exit; so the node installs its own handlers that only set
+    a flag, and the main thread tears everything down once the worker has finished its frame.
+    """
+    import faulthandler
+    import signal
+
+    from rclpy.signals import SignalHandlerOptions
+
     from endo_depth_ros import ros_env
 
+    faulthandler.enable()  # a native crash prints the Python stacks instead of a bare exit code
     ros_env.apply()
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     node = None
     executor = SingleThreadedExecutor()
     try:
         node = DepthNode()
         executor.add_node(node)
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # noqa: BLE001 - a clear one-line refusal instead of a traceback

@@ -340,8 +340,11 @@ def test_sigterm_mid_stream_shuts_down_cleanly(weights):
         assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) > 0, 60)
         node.proc.send_signal(signal.SIGTERM)  # while frames are still queued and held back
         out, _ = node.proc.communicate(timeout=30)
+        # the orderly shutdown still had a live context: its last diagnostics account for every frame
+        final_diag_seen = peer.wait_for(lambda: _diag(peer).get("frames_received") == "12", 5)
     finally:
         node.stop()
         peer.close()
     assert node.proc.returncode == 0, out
-    assert "Traceback" not in out and "terminate called" not in out
+    assert "Traceback" not in out and "terminate called" not in out and "Fatal Python error" not in out
+    assert final_diag_seen, out
