@@ -355,12 +355,30 @@ def _write_png16(path: Path, depth: np.ndarray, scale: float) -> None:
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
+def checkpoint_base_weights(checkpoint: str | Path) -> Path | None:
+    """The base weights a training checkpoint was trained on (``model.weights`` of its ``config.yaml``),
+    when that file still exists (relative paths: to the working directory, as in training)."""
+    cfg_path = Path(checkpoint) / "config.yaml"
+    if not cfg_path.is_file():
+        return None
+    import yaml
+
+    try:
+        weights = (yaml.safe_load(cfg_path.read_text()) or {}).get("model", {}).get("weights")
+    except yaml.YAMLError:
+        return None
+    return Path(weights) if weights and Path(weights).is_file() else None
+
+
 def resolve_model_defaults(args: argparse.Namespace) -> None:
-    """Fill in what the user left out: the shipped default model when no weights are given (for
-    ``--encoder vitt``), and the depth range stored in the weights' metadata (else EndoDAV's 0.1 / 150)."""
+    """Fill in what the user left out: when no weights are given, the base of ``--checkpoint`` (from its
+    config) or else the shipped default model (for ``--encoder vitt``); the depth range stored in the
+    weights' metadata (else EndoDAV's 0.1 / 150)."""
     from endo_depth_model.pipeline import SHIPPED_MODEL_DIR
 
-    if args.weights is None and args.checkpoint is None:
+    if args.weights is None and args.checkpoint is not None:
+        args.weights = checkpoint_base_weights(args.checkpoint)
+    if args.weights is None:
         shipped = SHIPPED_MODEL_DIR / f"{args.encoder}_endodav.safetensors"
         if shipped.is_file():
             args.weights = shipped

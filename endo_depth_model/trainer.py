@@ -573,7 +573,7 @@ class Trainer:
 
     def _build_models(self) -> None:
         from endo_depth_model import ssb
-        from endo_depth_model.checkpoint import CheckpointError, load_vda_weights
+        from endo_depth_model.checkpoint import CheckpointError, load_vda_weights, read_state_dict
         from endo_depth_model.models import build_vda
         from endo_depth_model.models.pose_net import PoseNet
         from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -599,14 +599,12 @@ class Trainer:
             raise TrainError(f"cannot load model weights: {exc}") from exc
         pose_net = PoseNet()
         if cfg.model.pose_weights is not None:
-            from safetensors.torch import load_file
-
             path = Path(cfg.model.pose_weights)
             if not path.is_file():
                 raise TrainError(f"model.pose_weights not found: {path}")
-            try:
-                pose_net.load_state_dict(load_file(str(path)))
-            except (RuntimeError, OSError) as exc:
+            try:  # read_state_dict also restores the shipped int8 pose weights to float32
+                pose_net.load_state_dict(read_state_dict(path))
+            except (RuntimeError, OSError, CheckpointError) as exc:
                 raise TrainError(f"model.pose_weights {path}: not a pose network state ({exc})") from exc
         # base weights frozen; collect the SSB vectors of both groups for the optimiser
         for p in depth_model.parameters():

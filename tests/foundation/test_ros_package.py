@@ -157,12 +157,12 @@ def test_install_tree_has_share_directory_index_and_executables():
     assert (share / "msg" / "DepthAlignment.msg").is_file()
     for name in ("endo_depth", "depth_node"):
         assert os.access(prefix / "lib" / "endo_depth_ros" / name, os.X_OK), name
-    exe = prefix / "lib" / "endo_depth_ros" / "endo_depth"
-    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60, cwd="/")
     from endo_depth_model import __version__
 
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == __version__
+    for exe in (prefix / "lib" / "endo_depth_ros" / "endo_depth", prefix / "bin" / "endo-depth"):
+        out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60, cwd="/")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == __version__, exe
 
 
 def test_installed_package_imports_outside_the_source_tree():

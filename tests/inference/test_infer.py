@@ -4,9 +4,11 @@ beside the input, point clouds and meta.json agree with each other and with the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from endo_depth_model.infer import InferError, load_depth_model, source_path, write_ply
 
@@ -180,3 +182,37 @@ def test_infer_defaults_to_the_shipped_model_and_its_depth_range(tmp_path):
     assert (meta["min_depth"], meta["max_depth"]) == (0.001, 0.3)  # stored in the shipped file
     depth = np.stack([np.load(p) for p in sorted((seq / "depth").glob("*.npy"))])
     assert depth.shape == (8, H, W) and np.all(depth > 0) and np.all(depth < 0.3)
+
+
+def test_a_checkpoint_without_weights_uses_the_base_it_was_trained_on(tmp_path, monkeypatch):
+    """`--checkpoint` alone takes the base weights from the checkpoint's config (an adapter on a random
+    base would be meaningless); with that file gone it falls back to the shipped model."""
+    import argparse
+
+    from endo_depth_model.infer import resolve_model_defaults
+    from endo_depth_model.pipeline import SHIPPED_MODEL_DIR
+
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "bases" / "my_base.safetensors"
+    base.parent.mkdir()
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(base), metadata={"min_depth": "0.5", "max_depth": "80"})
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.yaml").write_text("model:\n  name: vitt\n  weights: bases/my_base.safetensors\n")
+
+    def resolved(**kw):
+        args = argparse.Namespace(
+            encoder="vitt", weights=None, checkpoint=str(ckpt), min_depth=None, max_depth=None
+        )
+        vars(args).update(kw)
+        resolve_model_defaults(args)
+        return args
+
+    args = resolved()
+    assert Path(args.weights) == Path("bases/my_base.safetensors")
+    assert (args.min_depth, args.max_depth) == (0.5, 80.0)  # the range of that base
+    assert Path(resolved(weights="given.pth").weights) == Path("given.pth")  # an explicit choice wins
+    base.unlink()
+    assert Path(resolved().weights) == SHIPPED_MODEL_DIR / "vitt_endodav.safetensors"
