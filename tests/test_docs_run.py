@@ -92,3 +92,9 @@ def test_documented_commands_run(page, tmp_path):
     assert announced, f"{page.name}: a run block should announce what it writes (# -> path)"
     for path in announced:
         assert (tmp_path / path).exists(), f"{page.name}: the docs say the commands write {path}:\n{log}"
+
+
+def test_the_readme_links_every_guide():
+    readme = (ROOT / "README.md").read_text()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
