@@ -1,8 +1,12 @@
 # The README's commands. Each sets up .venv/ itself (scripts/bootstrap.sh, idempotent).
-.PHONY: demo test lint setup
+.PHONY: demo loop test lint setup
 demo:
 	@scripts/bootstrap.sh --quiet
 	@.venv/bin/python -m endo_depth_ros.cli demo $(ARGS)
+
+loop:
+	@scripts/bootstrap.sh --quiet
+	@.venv/bin/python -m endo_depth_ros.cli loop $(ARGS)
 
 test:
 	@scripts/test.sh

@@ -12,6 +12,7 @@ from endo_depth_model import cli as model_cli
 ROS_COMMANDS: dict[str, str] = {
     "bag": "endo_depth_ros.bag",
     "demo": "endo_depth_ros.demo",
+    "loop": "endo_depth_ros.closed_loop",
 }
 
 

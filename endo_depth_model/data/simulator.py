@@ -750,8 +750,56 @@ class EndoscopySimulator:
         cfg = self.config
         if not 0 <= k < cfg.n_frames:
             raise IndexError(f"frame {k} out of range for a {cfg.n_frames}-frame simulation")
+        return self._render_mm(self.trajectory.poses_mm[k], k, albedo_only)
+
+    def render_pose(self, T_world_cam: np.ndarray, index: int = 0, albedo_only: bool = False) -> Frame:
+        """The scene seen from any camera pose ``T_world_cam`` (4, 4), camera-to-world, metres.
+
+        ``index`` keys the sensor noise (same pose and index: same image) and sets ``Frame.index`` and
+        ``stamp_ns``. Raises ValueError for a pose outside the lumen (:meth:`wall_distance` is 0 there).
+        """
+        T = np.asarray(T_world_cam, dtype=np.float64)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise ValueError(f"T_world_cam must be a finite (4, 4) matrix, got shape {T.shape}")
+        if self.wall_distance(T[:3, 3], n_dirs=0) <= 0.0:
+            raise ValueError(f"camera at {T[:3, 3].tolist()} m is not inside the lumen")
+        pose_mm = T.copy()
+        pose_mm[:3, 3] *= 1000.0
+        return self._render_mm(pose_mm, index, albedo_only)
+
+    def wall_distance(self, position_m, n_dirs: int = 200) -> float:
+        """Distance (m) from ``position_m`` (3,) to the nearest wall point along ``n_dirs`` rays spread
+        evenly over the sphere (inf when none hits within ``far_mm``); 0 when the point is not inside
+        the lumen. With ``n_dirs=0`` only the inside test is made (inf inside)."""
+        p = np.asarray(position_m, dtype=np.float64).reshape(3) * 1000.0
+        f, _, _ = self.tube.implicit(p[0:1], p[1:2], p[2:3])
+        if not f[0] < 0:
+            return 0.0
+        if n_dirs <= 0:
+            return math.inf
+        i = np.arange(n_dirs) + 0.5  # Fibonacci sphere
+        polar = np.arccos(1.0 - 2.0 * i / n_dirs)
+        azimuth = np.pi * (1.0 + 5**0.5) * i
+        dirs = np.stack([np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)])
+        lo, hi = self._march(p, dirs)
+        hit = np.isfinite(lo)
+        if not hit.any():
+            return math.inf
+        return float(self._refine(p, dirs[:, hit], lo[hit], hi[hit]).min()) / 1000.0
+
+    def axis_distance(self, T_world_cam: np.ndarray) -> float:
+        """Depth (m) of the wall along the optical axis of camera pose ``T_world_cam`` (inf: no wall
+        within ``far_mm``): the ground-truth distance to tissue straight ahead."""
+        T = np.asarray(T_world_cam, dtype=np.float64)
+        origin, axis = T[:3, 3] * 1000.0, T[:3, 2:3].copy()
+        lo, hi = self._march(origin, axis)
+        if not np.isfinite(lo[0]):
+            return math.inf
+        return float(self._refine(origin, axis, lo, hi)[0]) / 1000.0
+
+    def _render_mm(self, pose: np.ndarray, k: int, albedo_only: bool) -> Frame:
+        cfg = self.config
         h, w = cfg.height, cfg.width
-        pose = self.trajectory.poses_mm[k]
         origin = pose[:3, 3]
         dirs = pose[:3, :3] @ self._rays_cam  # (3, N); z in the camera frame is 1 per unit t
         bounds = np.linspace(0, h * w, self.CHUNKS + 1).astype(int)
