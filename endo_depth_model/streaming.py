@@ -25,6 +25,7 @@ like its offline loop. Smaller strides (down to 1) run the head more often on th
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -54,7 +55,10 @@ class DepthModel(Protocol):
 
     ``encode(frames (B, T, 3, h, w))`` returns per-frame features that can be sliced and concatenated
     along T: either an object with ``frames(index)`` and a static ``cat(list)`` (``FrameFeatures``) or a
-    tensor whose dimension 1 is T. ``decode(features, image_hw)`` returns (B, T, H, W) disparity.
+    tensor whose dimension 1 is T. ``decode(features, image_hw)`` returns (B, T, H, W) disparity; a
+    model whose ``decode`` also takes ``output_frames`` (a slice along T) is asked only for the frames
+    the engine uses (every window after the first skips its context frames), which saves the per-frame
+    part of the head for them.
     """
 
     def encode(self, frames: torch.Tensor) -> Any: ...
@@ -91,6 +95,14 @@ def _features_cat(items: list[Any]) -> Any:
     if hasattr(first, "frames") and hasattr(type(first), "cat"):
         return type(first).cat(items)
     return torch.cat(items, dim=1)
+
+
+def _decode_selects(model: Any) -> bool:
+    """Whether ``model.decode`` takes ``output_frames`` (checked per pass: the model may be swapped)."""
+    try:
+        return "output_frames" in inspect.signature(model.decode).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def context_lags(window: int, overlap: int, context_positions: Iterable[int]) -> tuple[int, ...]:
@@ -335,11 +347,18 @@ class StreamingDepth:
             feats = _features_cat([cached[i] for i in indices])
         except KeyError as exc:  # a bookkeeping error, never bad input
             raise RuntimeError(f"frame {exc} left the feature cache of {self.cache_size} frames") from None
-        disparity = self.model.decode(feats, image_hw=self.output_hw)
-        raw = disparity[0].float().cpu().numpy()
+        first = self._n_in_windows == 0
+        if not first and self.n_context and _decode_selects(self.model):
+            # the context frames only inform the temporal attention: their output is never used
+            used = slice(self.n_context, None)
+            disparity = self.model.decode(feats, image_hw=self.output_hw, output_frames=used)
+            raw = disparity[0].float().cpu().numpy()
+        else:
+            raw = self.model.decode(feats, image_hw=self.output_hw)[0].float().cpu().numpy()
+            raw = raw if first else raw[self.n_context :]
         self.head_passes += 1
         self.last_window = list(indices)
-        out = self.aligner.push(raw if self._n_in_windows == 0 else raw[self.n_context :])
+        out = self.aligner.push(raw)
         if self.on_pass is not None:
             self.on_pass(out.stats, list(indices))
         results = []

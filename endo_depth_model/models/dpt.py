@@ -128,11 +128,28 @@ class DPTHead(nn.Module):
         patch_hw: tuple[int, int],
         num_frames: int,
         temporal: bool = True,
+        output_frames: slice | None = None,
     ) -> torch.Tensor:
-        """``temporal=False`` skips the four temporal modules (the Depth Anything V2 image head)."""
+        """``temporal=False`` skips the four temporal modules (the Depth Anything V2 image head).
+
+        ``output_frames`` (a slice along T) returns only those frames of every window: the temporal
+        modules still see all ``num_frames``, but the per-frame parts that feed only the output (the
+        1/3.5 and 1/7 branches and the full-resolution tail, most of the head's cost) run only for the
+        selected frames. The result equals the full output sliced.
+        """
         patch_h, patch_w = patch_hw
+        rows = None
+        if output_frames is not None:
+            n = tokens[0].shape[0]
+            picked = torch.arange(num_frames)[output_frames]
+            if picked.numel() == 0:
+                raise ValueError(f"output_frames {output_frames} selects no frame of {num_frames}")
+            if picked.numel() < num_frames:
+                rows = (torch.arange(0, n, num_frames)[:, None] + picked[None]).flatten().to(tokens[0].device)
         layers = []
-        for project, resize, x in zip(self.projects, self.resize_layers, tokens, strict=True):
+        for i, (project, resize, x) in enumerate(zip(self.projects, self.resize_layers, tokens, strict=True)):
+            if i < 2 and rows is not None:  # layer_1 / layer_2 feed only the per-frame path
+                x = x.index_select(0, rows)
             x = x.permute(0, 2, 1).reshape(x.shape[0], x.shape[-1], patch_h, patch_w)
             layers.append(resize(project(x)))
         layer_1, layer_2, layer_3, layer_4 = layers
@@ -150,6 +167,8 @@ class DPTHead(nn.Module):
         path_4 = self._temporal(2, path_4, num_frames, temporal)
         path_3 = s.refinenet3(path_4, layer_3_rn, size=layer_2_rn.shape[2:])
         path_3 = self._temporal(3, path_3, num_frames, temporal)
+        if rows is not None:
+            path_3 = path_3.index_select(0, rows)
 
         out_hw = (patch_h * 14, patch_w * 14)
         step = self.micro_batch if self.micro_batch and self.micro_batch > 0 else path_3.shape[0]

@@ -228,23 +228,29 @@ class VideoDepthAnything(nn.Module):
         return FrameFeatures(layers, (h // PATCH_SIZE, w // PATCH_SIZE))  # type: ignore[arg-type]
 
     def decode(
-        self, features: FrameFeatures, image_hw: tuple[int, int] | None = None, temporal: bool = True
+        self,
+        features: FrameFeatures,
+        image_hw: tuple[int, int] | None = None,
+        temporal: bool = True,
+        output_frames: slice | None = None,
     ) -> torch.Tensor:
         """Run the temporal DPT head on one window of cached features.
 
         Returns (B, T, H, W) disparity (depth for metric models), bilinearly resized to ``image_hw``
         (default: the network input size) and clamped at 0. ``temporal=False`` skips the temporal
-        modules (an image model: each frame alone).
+        modules (an image model: each frame alone). ``output_frames`` (a slice along T) returns only
+        those frames, (B, T', H, W), equal to the full output sliced but computed for less (see
+        :meth:`DPTHead.forward`).
         """
         b, t = features.layers[0].shape[:2]
         if t > self.config.num_frames:
             raise ValueError(f"window of {t} frames exceeds num_frames={self.config.num_frames}")
         tokens = [x.flatten(0, 1) for x in features.layers]
-        out = self.head(tokens, features.patch_hw, t, temporal=temporal)
+        out = self.head(tokens, features.patch_hw, t, temporal=temporal, output_frames=output_frames)
         out_hw = tuple(image_hw) if image_hw is not None else features.image_hw
         if tuple(out.shape[-2:]) != out_hw:
             out = F.interpolate(out, size=out_hw, mode="bilinear", align_corners=True)
-        return F.relu(out).squeeze(1).unflatten(0, (b, t))
+        return F.relu(out).squeeze(1).unflatten(0, (b, out.shape[0] // b))
 
     def forward(self, frames: torch.Tensor, temporal: bool = True) -> torch.Tensor:
         """(B, T, 3, H, W) normalised frames -> (B, T, H, W) disparity (or metric depth)."""

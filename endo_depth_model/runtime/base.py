@@ -95,9 +95,16 @@ class Backend(ABC):
         """``frames`` (B, T, 3, H, W) float32 ImageNet-normalised -> features of every frame."""
 
     @abstractmethod
-    def decode(self, features: FrameFeatures, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        features: FrameFeatures,
+        image_hw: tuple[int, int] | None = None,
+        output_frames: slice | None = None,
+    ) -> torch.Tensor:
         """Features of one window (B, T frames) -> (B, T, H, W) float32 >= 0 at ``image_hw``
-        (default the network input size): relative disparity, or metric depth for metric models."""
+        (default the network input size): relative disparity, or metric depth for metric models.
+        ``output_frames`` (a slice along T) returns only those frames; the torch backend then skips the
+        per-frame work of the others, graph backends (fixed shapes) compute all and slice."""
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """Full forward: (B, T, 3, H, W) -> (B, T, H, W), i.e. ``decode(encode(frames))``."""

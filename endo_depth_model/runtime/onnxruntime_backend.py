@@ -96,7 +96,12 @@ class OnnxRuntimeBackend(Backend):
         return FrameFeatures(layers, self.encoder_meta.patch_hw)  # type: ignore[arg-type]
 
     @torch.inference_mode()
-    def decode(self, features: FrameFeatures, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        features: FrameFeatures,
+        image_hw: tuple[int, int] | None = None,
+        output_frames: slice | None = None,
+    ) -> torch.Tensor:
         self._check_window(features)
         b = features.layers[0].shape[0]
         outs = []
@@ -108,6 +113,8 @@ class OnnxRuntimeBackend(Backend):
             (raw,) = self.head.run(list(self.head_meta.outputs), feeds)
             outs.append(torch.from_numpy(raw))
         raw = torch.stack(outs)
+        if output_frames is not None:  # fixed-shape graph: every frame was computed
+            raw = raw[:, output_frames]
         return finish_output(raw, image_hw if image_hw is not None else features.image_hw)
 
     def describe(self) -> str:

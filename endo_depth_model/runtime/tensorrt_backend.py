@@ -501,7 +501,12 @@ class TensorRTBackend(Backend):
         return FrameFeatures(layers, self.encoder_meta.patch_hw)  # type: ignore[arg-type]
 
     @torch.inference_mode()
-    def decode(self, features: FrameFeatures, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        features: FrameFeatures,
+        image_hw: tuple[int, int] | None = None,
+        output_frames: slice | None = None,
+    ) -> torch.Tensor:
         self._check_window(features)
         outs = []
         for i in range(features.layers[0].shape[0]):
@@ -511,7 +516,10 @@ class TensorRTBackend(Backend):
             }
             out = self.head.run(feeds)[self.head_meta.outputs[0]]
             outs.append(torch.from_numpy(out.astype(np.float32, copy=False)))
-        return finish_output(torch.stack(outs), image_hw if image_hw is not None else features.image_hw)
+        raw = torch.stack(outs)
+        if output_frames is not None:  # fixed-shape engine: every frame was computed
+            raw = raw[:, output_frames]
+        return finish_output(raw, image_hw if image_hw is not None else features.image_hw)
 
     def describe(self) -> str:
         return super().describe() + f" [{self.precision}, engines {[p.name for p in self.engine_paths]}]"

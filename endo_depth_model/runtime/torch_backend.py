@@ -80,10 +80,10 @@ class TorchBackend(Backend):
         return tuple(x.float() for x in layers)
 
     def _head_flat(
-        self, t: int, patch_hw: tuple[int, int], *tokens: torch.Tensor
+        self, t: int, patch_hw: tuple[int, int], output_frames: slice | None, *tokens: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         with self._autocast():
-            out = self.model.head(list(tokens), patch_hw, t)
+            out = self.model.head(list(tokens), patch_hw, t, output_frames=output_frames)
         return (out.float(),)
 
     def _run(self, key: tuple, fn: Callable, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -103,17 +103,23 @@ class TorchBackend(Backend):
         return FrameFeatures(tuple(x.unflatten(0, (b, t)) for x in layers), (h // 14, w // 14))  # type: ignore[arg-type]
 
     @torch.inference_mode()
-    def decode(self, features: FrameFeatures, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        features: FrameFeatures,
+        image_hw: tuple[int, int] | None = None,
+        output_frames: slice | None = None,
+    ) -> torch.Tensor:
         self._check_window(features)
         b, t = features.layers[0].shape[:2]
         tokens = [x.to(self.device, torch.float32).flatten(0, 1) for x in features.layers]
         patch_hw = features.patch_hw
 
         def head(*tok: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self._head_flat(t, patch_hw, *tok)
+            return self._head_flat(t, patch_hw, output_frames, *tok)
 
-        (out,) = self._run(("head", t, tuple(patch_hw), tuple(tokens[0].shape)), head, *tokens)
-        raw = out[:, 0].unflatten(0, (b, t))
+        sel = None if output_frames is None else output_frames.indices(t)
+        (out,) = self._run(("head", t, sel, tuple(patch_hw), tuple(tokens[0].shape)), head, *tokens)
+        raw = out[:, 0].unflatten(0, (b, out.shape[0] // b))
         return finish_output(raw, image_hw if image_hw is not None else features.image_hw)
 
     def describe(self) -> str:
