@@ -37,9 +37,12 @@ class PipelineConfig:
     device: str = "cpu"
     input_height: int = 224
     input_width: int = 280
+    # 8 context frames + 4 aligned (all blended) + 4 new: the head runs every 4 frames and computes
+    # its per-frame tail for the 8 frames it uses; AbsRel and TAE equal the (16, 6, 4, 2) layout's
+    # on held-out target sequences at half the CPU time per frame (docs/BENCHMARKS.md)
     window: int = 16
-    overlap: int = 6
-    stride: int = 2
+    overlap: int = 12
+    stride: int = 4
     blend: int = 4
     min_depth: float = 0.001
     max_depth: float = 0.3
