@@ -94,6 +94,7 @@ def node_commands(args) -> dict[str, list[str]]:
         "tolerance_m": args.tolerance_mm / 1000.0,
         "max_speed": args.max_speed_mm_s / 1000.0,
         "window_fraction": float(args.window_fraction),
+        "plausibility_check": not args.no_plausibility_check,
     }
     return {
         "sim_endoscope": [*py, "endo_depth_ros.sim_endoscope", "--ros-args", "-r", f"__ns:={NS_SIM}"]
@@ -124,6 +125,8 @@ def node_commands(args) -> dict[str, list[str]]:
             f"depth/image:={NS_DEPTH}/depth/image",
             "-r",
             f"depth/alignment:={NS_DEPTH}/depth/alignment",
+            "-r",
+            f"measured_cp:={NS_SIM}/measured_cp",
             "-r",
             f"cmd_twist:={NS_SIM}/cmd_twist",
         ]
@@ -319,6 +322,9 @@ def analyse(obs: Observer, args) -> tuple[dict, list[dict]]:
         "metric_depth_abs_rel_median": float(np.nanmedian(depth_err)) if depth_err.size else math.nan,
         "modes": {m: sum(r["mode"] == m for r in rows) for m in sorted({r["mode"] for r in rows})},
     }
+    last_state = obs.states[max(obs.states)] if obs.states else {}
+    for key in ("implausible_episodes", "checks_passed", "checks_failed"):
+        summary[key] = int(last_state.get(key, -1))
     summary["margin_kept"] = bool(summary["min_gt_window_distance_m"] >= margin)
     summary["lossless"] = bool(
         summary["frames_published"] == summary["images_seen"] == summary["depth_images"]
@@ -347,6 +353,19 @@ def save_plots(rows: list[dict], summary: dict, path: Path) -> Path:
     ax[0, 1].plot(t, get("gt_window_min_m") * 1e3, label="GT window minimum")
     ax[0, 1].axhline(summary["standoff_m"] * 1e3, color="g", ls="--", label="stand-off")
     ax[0, 1].axhline(summary["margin_m"] * 1e3, color="r", ls=":", label="safety margin")
+    implausible = np.array([r["mode"] == "implausible" for r in rows], dtype=bool)
+    if implausible.any():  # the frames the controller refused to trust the depth
+        ax[0, 1].fill_between(
+            t,
+            0,
+            1,
+            where=implausible,
+            transform=ax[0, 1].get_xaxis_transform(),
+            color="orange",
+            alpha=0.25,
+            lw=0,
+            label="controller: implausible",
+        )
     ax[0, 1].set(title="distance to tissue (ground truth)", xlabel="simulated time (s)", ylabel="mm")
     ax[0, 1].legend(fontsize=8)
     ours = get("depth_window_median") * 1e3
@@ -459,6 +478,8 @@ def print_summary(s: dict, out: Path) -> None:
         f"vs truth {s['final_scale_truth']:.3f} (ratio {s['final_scale_ratio']:.3f})",
         f"metric depth error   median |ours/GT - 1| in the window {s['metric_depth_abs_rel_median']:.3f}",
         "controller modes     " + ", ".join(f"{k or 'none'} {v}" for k, v in s["modes"].items()),
+        f"plausibility guard   {s['implausible_episodes']} implausible episodes; checks passed "
+        f"{s['checks_passed']}, failed {s['checks_failed']}",
         f"guard stops          {s['guard_stops']}   lockstep timeouts {s['lockstep_timeouts']}",
         f"report               {s['report']}  (+ series.csv, report.json in {out})",
         "-" * 64,
@@ -487,6 +508,11 @@ def register(subparsers) -> None:
     p.add_argument("--kinematic-window", type=int, default=90, help="frame pairs of the kinematic scale")
     p.add_argument("--kinematic-min-pairs", type=int, default=10)
     p.add_argument("--window-fraction", type=float, default=0.33, help="central window side / image side")
+    p.add_argument(
+        "--no-plausibility-check",
+        action="store_true",
+        help="controller without its guard (advances whether or not the depth follows the motion)",
+    )
     p.add_argument("--lockstep-max-lag", type=int, default=10, help="frames images may lead the commands")
     p.add_argument(
         "--real-time-factor", type=float, default=0.0, help="simulated s per wall s; 0 = as fast as possible"
