@@ -282,41 +282,62 @@ class BagPlayer:
         stop: threading.Event | None = None,
         on_message: Callable | None = None,
         pace_timeout: float = 30.0,
+        transform: Callable[[str, bytes], bytes] | None = None,
     ) -> dict[str, int]:
-        """Publish every selected message once; returns messages published per topic."""
+        """Publish every selected message once; returns messages published per topic so far.
+
+        ``transform(topic, raw)`` may rewrite each serialised message before it is published (e.g. new
+        header stamps when a bag is looped). Raises :class:`BagError` when the bag holds fewer messages
+        than its metadata records (a truncated or corrupt file), after publishing what could be read.
+        """
         from rosbags.rosbag2 import Reader
 
         stop = stop or threading.Event()
-        with Reader(self.path) as reader:
-            conns = [c for c in reader.connections if c.topic in self.publishers]
-            t0_bag = None
-            t0_wall = time.monotonic()
-            for conn, stamp, raw in reader.messages(connections=conns):
-                if stop.is_set():
-                    break
-                if t0_bag is None:
-                    t0_bag = stamp
-                if self.rate > 0:
-                    due = t0_wall + (stamp - t0_bag) / 1e9 / self.rate
-                    delay = due - time.monotonic()
-                    if delay > 0:
-                        stop.wait(delay)
-                if self.pace_topic and conn.topic == self.pace_source:
-                    with self._cond:
-                        ok = self._cond.wait_for(
-                            lambda: self.paced - self.consumed < self.max_in_flight or stop.is_set(),
-                            pace_timeout,
-                        )
-                    if not ok:
-                        raise BagError(
-                            f"consumer on {self.pace_topic} gave no output for {pace_timeout:.0f} s "
-                            f"({self.consumed}/{self.paced} frames answered)"
-                        )
-                    self.paced += 1
-                self.publishers[conn.topic].publish(bytes(raw))
-                self.published[conn.topic] += 1
-                if on_message is not None:
-                    on_message(conn.topic, stamp)
+        read = {t: 0 for t in self.topics}
+        try:
+            with Reader(self.path) as reader:
+                conns = [c for c in reader.connections if c.topic in self.publishers]
+                t0_bag = None
+                t0_wall = time.monotonic()
+                for conn, stamp, raw in reader.messages(connections=conns):
+                    if stop.is_set():
+                        break
+                    if t0_bag is None:
+                        t0_bag = stamp
+                    if self.rate > 0:
+                        due = t0_wall + (stamp - t0_bag) / 1e9 / self.rate
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            stop.wait(delay)
+                    if self.pace_topic and conn.topic == self.pace_source:
+                        with self._cond:
+                            ok = self._cond.wait_for(
+                                lambda: self.paced - self.consumed < self.max_in_flight or stop.is_set(),
+                                pace_timeout,
+                            )
+                        if not ok:
+                            raise BagError(
+                                f"consumer on {self.pace_topic} gave no output for {pace_timeout:.0f} s "
+                                f"({self.consumed}/{self.paced} frames answered)"
+                            )
+                        self.paced += 1
+                    data = bytes(raw) if transform is None else transform(conn.topic, bytes(raw))
+                    self.publishers[conn.topic].publish(data)
+                    self.published[conn.topic] += 1
+                    read[conn.topic] += 1
+                    if on_message is not None:
+                        on_message(conn.topic, stamp)
+        except BagError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - rosbags raises several types for unreadable data
+            raise BagError(f"cannot read bag {self.path}: {exc}") from exc
+        short = {t: (n, self.info.topics[t][1]) for t, n in read.items() if n < self.info.topics[t][1]}
+        if short and not stop.is_set():
+            detail = ", ".join(f"{t}: {n} of {m}" for t, (n, m) in sorted(short.items()))
+            raise BagError(
+                f"{self.path}: fewer messages than its metadata records ({detail}): "
+                "the bag is truncated or corrupt"
+            )
         return dict(self.published)
 
 
@@ -332,9 +353,18 @@ def convert_to_bag(source: str, out_dir: str | Path, storage: str = "mcap", **to
     from endo_depth_model.data.rosbag import RosbagWriter
 
     seq = open_source(source)
-    with RosbagWriter(out_dir, storage, **topics) as writer:
-        for frame in tqdm(seq, desc=f"convert {source}", unit="frame"):
-            writer.add(frame)
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    try:
+        with RosbagWriter(out_dir, storage, **topics) as writer:
+            for frame in tqdm(seq, desc=f"convert {source}", unit="frame"):
+                writer.add(frame)
+    except BaseException:
+        if created:  # no half-written bag that a later run would take for a good one
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     return writer.n
 
 
@@ -433,7 +463,13 @@ def _cmd_play(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    n = convert_to_bag(args.source, args.output, args.storage)
+    from endo_depth_model.data.sequence import DataError
+
+    try:
+        n = convert_to_bag(args.source, args.output, args.storage)
+    except (DataError, BagError) as exc:
+        print(f"error: {exc}")
+        return 2
     print(f"wrote {n} frames to {args.output} ({args.storage})")
     return 0
 

@@ -13,6 +13,7 @@ ROS_COMMANDS: dict[str, str] = {
     "bag": "endo_depth_ros.bag",
     "demo": "endo_depth_ros.demo",
     "loop": "endo_depth_ros.closed_loop",
+    "soak": "endo_depth_ros.soak",
 }
 
 

@@ -327,9 +327,12 @@ def register(subparsers) -> None:
 
 
 def _cmd_demo(args) -> int:
+    from endo_depth_model.data.sequence import DataError
+    from endo_depth_ros.bag import BagError
+
     try:
         result = run_demo(args)
-    except DemoError as exc:
+    except (DemoError, BagError, DataError) as exc:  # unreadable input: one clear line, no traceback
         print(f"[demo] failed: {exc}", file=sys.stderr)
         return 1
     if result["frames_out"] != result["frames_in"]:

@@ -42,6 +42,8 @@ except ImportError:  # pragma: no cover - depends on the installation
     TFMessage = None
 
 NODE_NAME = "endo_depth"
+FLUSH_PERIODS = 3.0  # input is paused after flush_after_s and this many recent frame intervals
+ROBOT_POSE_STALE_S = 1.0  # kinematic mode: /diagnostics warns when robot_pose is older than this
 
 # node parameter -> (PipelineConfig field or None, description, extra descriptor settings)
 _RANGES = {
@@ -123,7 +125,8 @@ PARAM_DOCS = {
     "publish_tf": "broadcast odom -> camera on /tf (when tf2_msgs is installed)",
     "diagnostics_period": "seconds between /diagnostics messages",
     "robot_pose_tolerance": "max seconds between a frame and the robot pose paired with it",
-    "flush_after_s": "seconds without input after which held-back frames are finalised (0 = never)",
+    "flush_after_s": "seconds without input (and >= 3 frame intervals) after which held-back frames are "
+    "finalised (0 = never)",
     "camera_info_timeout": "seconds a frame waits for the first camera_info before it is rejected",
     "input_queue_depth": "DDS history depth of the image subscription (reliable QoS; keep >= queue_size)",
 }
@@ -172,6 +175,8 @@ class DepthNode(Node):
         self._awaiting_info: deque[_Frame] = deque()  # frames that arrived before the first camera_info
         self._robot_poses: deque[tuple[int, np.ndarray]] = deque(maxlen=400)
         self._prev_robot: np.ndarray | None = None
+        self._robot_pose_time: float | None = None  # time.monotonic() of the last robot_pose received
+        self.frames_without_robot_pose = 0  # kinematic mode: frames with no robot_pose to pair with
         self._lock = threading.Lock()
         self._color_range = ColorRange()  # colours frozen over the first frames: no colour flicker
 
@@ -297,6 +302,7 @@ class DepthNode(Node):
             return
         with self._lock:
             self._robot_poses.append((conv.stamp_to_ns(msg.header.stamp), T))
+            self._robot_pose_time = time.monotonic()
 
     def _on_image(self, msg: Image) -> None:
         now = time.monotonic()
@@ -371,7 +377,7 @@ class DepthNode(Node):
                 self._color_range = ColorRange()
             if frame is None:
                 idle = time.monotonic() - last_input
-                if self._pending and self.params.flush_after_s > 0 and idle > self.params.flush_after_s:
+                if self._pending and self._input_paused(idle):
                     self._flush()
                 continue
             last_input = time.monotonic()
@@ -386,6 +392,18 @@ class DepthNode(Node):
             except Exception as exc:  # noqa: BLE001 - the node must keep serving
                 self.errors[type(exc).__name__] += 1
                 self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=2.0)
+
+    def _input_paused(self, idle_s: float) -> bool:
+        """No frame for ``flush_after_s`` and for FLUSH_PERIODS of the stream's recent frame intervals.
+
+        The second condition keeps a slow camera (frame interval longer than ``flush_after_s``) from
+        being flushed, and so re-anchored, between every two frames.
+        """
+        if self.params.flush_after_s <= 0:
+            return False
+        recent = np.diff(list(self._in_times)[-11:])
+        period = float(np.median(recent)) if recent.size else 0.0
+        return idle_s > max(self.params.flush_after_s, FLUSH_PERIODS * period)
 
     def _flush(self) -> None:
         """Input paused: finalise every held-back frame (the next frame starts a new anchor)."""
@@ -409,6 +427,16 @@ class DepthNode(Node):
                 measured = (np.linalg.inv(self._prev_robot) @ robot)[:3, 3]
                 self.pipeline.push_measured_motion(motion.T_prev_cur[:3, 3], measured)
             self._prev_robot = robot
+        elif self.pipeline_cfg.scale_mode == "kinematic":
+            # no measured pose for this frame: the pair chain breaks, so motion measured across the gap
+            # is never compared with one predicted frame step; the scale keeps its last value
+            self._prev_robot = None
+            self.frames_without_robot_pose += 1
+            self.get_logger().warning(
+                "no robot_pose within robot_pose_tolerance of the frame: kinematic scale held at its "
+                "last value",
+                throttle_duration_sec=5.0,
+            )
         ps, odom, tf = conv.pose_msgs(
             motion.T_odom_cam, frame.header.stamp, self.params.odom_frame, self._camera_frame(frame.header)
         )
@@ -486,12 +514,20 @@ class DepthNode(Node):
             "scale_source": scale.mode,
             "metric_scale": f"{scale.scale:.6g}",
             "is_metric": scale.is_metric,
+            "robot_pose_age_s": self._robot_pose_age(),
+            "frames_without_robot_pose": self.frames_without_robot_pose,
             "errors": sum(self.errors.values()),
         }
         values.update(self._process_values())
         values.update({f"rejected.{k}": v for k, v in sorted(self.rejected.items())})
         values.update({f"error.{k}": v for k, v in sorted(self.errors.items())})
         return {k: str(v) for k, v in values.items()}
+
+    def _robot_pose_age(self) -> str:
+        """Seconds since the last robot_pose message, or ``never``."""
+        with self._lock:
+            t = self._robot_pose_time
+        return "never" if t is None else f"{time.monotonic() - t:.1f}"
 
     @staticmethod
     def _process_values() -> dict[str, str]:
@@ -516,6 +552,12 @@ class DepthNode(Node):
         problems = int(values["frames_rejected"]) + int(values["frames_dropped"]) + int(values["errors"])
         status.level = DiagnosticStatus.OK if problems == 0 else DiagnosticStatus.WARN
         status.message = "ok" if problems == 0 else "frames rejected, dropped or failed (see values)"
+        age = values["robot_pose_age_s"]
+        stale = age == "never" or float(age) > ROBOT_POSE_STALE_S
+        if self.pipeline_cfg.scale_mode == "kinematic" and stale:
+            status.level = DiagnosticStatus.WARN
+            since = "received yet" if age == "never" else f"for {age} s"
+            status.message = f"no robot_pose {since}: kinematic scale held at its last value"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
