@@ -6,7 +6,7 @@
 2. starts the depth node in its own process with the shipped default model (or ``--weights``);
 3. records the node's outputs to a bag while replaying the input as fast as the node consumes it;
 4. prints a summary (frames in and out, throughput, latency p50/p95, AbsRel and delta<1.25 against the
-   ground truth when the input has it) and saves a preview image: RGB | depth | ground truth.
+   ground truth when the input has it) and saves a preview image: RGB | depth | ground truth | camera path.
 """
 
 from __future__ import annotations
@@ -83,6 +83,67 @@ def _read_bag(path: Path, topic: str) -> dict[int, np.ndarray]:
     return out
 
 
+def _read_poses(path: Path, topic: str) -> dict[int, np.ndarray]:
+    """PoseStamped messages of ``topic`` as 4x4 matrices keyed by header stamp (ns)."""
+    from rosbags.rosbag2 import Reader
+
+    from endo_depth_model.geometry import quaternion_to_matrix
+    from endo_depth_ros.bag import typestore
+
+    ts = typestore()
+    out = {}
+    with Reader(path) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:  # (an empty connection list would make rosbags read every topic)
+            return out
+        for conn, _, raw in reader.messages(connections=conns):
+            m = ts.deserialize_cdr(raw, conn.msgtype)
+            stamp = int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec)
+            q, t = m.pose.orientation, m.pose.position
+            T = np.eye(4)
+            T[:3, :3] = np.asarray(quaternion_to_matrix(np.array([q.x, q.y, q.z, q.w])), dtype=np.float64)
+            T[:3, 3] = (t.x, t.y, t.z)
+            out[stamp] = T
+    return out
+
+
+def trajectory_panel(ours: dict[int, np.ndarray], truth: dict[int, np.ndarray], size: int) -> np.ndarray:
+    """A ``size`` x ``size`` RGB plot of the camera path seen from above (x right, z forward), in the first
+    camera's frame: our odometry, scaled by one least-squares factor onto the ground truth when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    stamps = sorted(ours)
+    p = np.stack([ours[s][:3, 3] - ours[stamps[0]][:3, 3] for s in stamps])
+    p = p @ ours[stamps[0]][:3, :3]  # into the first camera's axes
+    common = [s for s in stamps if s in truth]
+    fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
+    ax = fig.add_axes((0.2, 0.16, 0.76, 0.74))
+    if len(common) >= 2:
+        T0 = np.linalg.inv(truth[common[0]])
+        g = np.stack([(T0 @ truth[s])[:3, 3] for s in common])
+        pc = np.stack([p[stamps.index(s)] for s in common])
+        scale = float(np.sum(g * pc) / max(np.sum(pc * pc), 1e-12))
+        ax.plot(g[:, 0] * 1e3, g[:, 2] * 1e3, "k-", lw=2, label="ground truth")
+        ax.plot(pc[:, 0] * scale * 1e3, pc[:, 2] * scale * 1e3, "-", color="tab:orange", lw=2, label="ours")
+        ax.set_xlabel("x (mm)", fontsize=8)
+        ax.set_ylabel("z, forward (mm)", fontsize=8)
+    else:
+        ax.plot(p[:, 0], p[:, 2], "-", color="tab:orange", lw=2, label="ours (relative)")
+        ax.set_xlabel("x", fontsize=8)
+        ax.set_ylabel("z, forward", fontsize=8)
+    ax.set_title("camera path (top view)", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=7, loc="best")
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return rgb
+
+
 def evaluate_outputs(input_bag: Path, output_bag: Path, min_gt: float = 1e-4, max_gt: float = 0.3) -> dict:
     """AbsRel / delta<1.25 of the node's depth against the ground truth (per-sequence median scaling)."""
     from endo_depth_model.metrics import depth_errors, valid_mask
@@ -101,7 +162,8 @@ def evaluate_outputs(input_bag: Path, output_bag: Path, min_gt: float = 1e-4, ma
 
 
 def save_preview(input_bag: Path, output_bag: Path, path: Path) -> Path:
-    """RGB | predicted depth | ground-truth depth (when known) of the middle frame, as one PNG."""
+    """RGB | predicted depth | ground-truth depth (when known) of the middle frame | the camera path
+    (when the node published odometry), as one PNG."""
     from PIL import Image as PILImage
 
     from endo_depth_model.colormap import colorize_depth, robust_range
@@ -124,6 +186,11 @@ def save_preview(input_bag: Path, output_bag: Path, path: Path) -> Path:
         panels += [colorize_depth(pred, lo, hi), colorize_depth(gt, lo, hi)]
     else:
         panels.append(colorize_depth(pred))
+    ours = _read_poses(output_bag, f"{NS}/pose")
+    if len(ours) >= 2:
+        panels.append(
+            trajectory_panel(ours, _read_poses(input_bag, "/ground_truth/pose"), panels[0].shape[0])
+        )
     sep = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
     row = np.concatenate([x for p in panels for x in (p, sep)][:-1], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +369,9 @@ def print_summary(r: dict) -> None:
     lines += [
         f"depth scale          {r['scale_source']}",
         f"outputs (bag)        {r['output_bag']}",
-        f"preview              {r['preview']}   (RGB | depth{' | ground truth' if r.get('frames_evaluated') else ''})",  # noqa: E501
+        f"preview              {r['preview']}   (RGB | depth"
+        + (" | ground truth" if r.get("frames_evaluated") else "")
+        + (" | camera path)" if r.get("poses_out") else ")"),
         "-" * 60,
     ]
     print("\n".join(lines))

@@ -50,8 +50,12 @@ def test_demo_runs_the_node_on_a_synthetic_bag_and_reports_accuracy(tmp_path):
     assert summary["abs_rel"] < DEMO_ABS_REL_BOUND
     assert "endo_depth demo: summary" in proc.stdout and "AbsRel / d<1.25" in proc.stdout
     preview = np.asarray(Image.open(summary["preview"]))
-    assert preview.shape == (96, 3 * 128 + 2 * 4, 3)  # RGB | depth | ground truth
+    assert preview.shape == (96, 3 * 128 + 96 + 3 * 4, 3)  # RGB | depth | ground truth | camera path
     assert preview[:, 128 + 4 : 2 * 128 + 4].std() > 5  # the depth panel is not flat
+    path_panel = preview[:, 3 * 128 + 3 * 4 :].astype(int)
+    orange, black = np.array([255, 127, 14]), np.array([0, 0, 0])  # ours / ground truth line colours
+    assert (np.abs(path_panel - orange).sum(-1) < 60).sum() > 20, "no odometry path drawn"
+    assert (np.abs(path_panel - black).sum(-1) < 60).sum() > 20, "no ground-truth path drawn"
 
 
 # This sequence (target domain, seed 7, 24 frames at 96x128) with the shipped model measured AbsRel 0.319
@@ -74,4 +78,4 @@ def test_demo_on_a_users_mp4_without_ground_truth(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] == summary["frames_out"] == 20
     assert summary["frames_evaluated"] == 0 and "no ground truth in the input" in proc.stdout
-    assert np.asarray(Image.open(summary["preview"])).shape == (64, 2 * 80 + 4, 3)  # RGB | depth
+    assert np.asarray(Image.open(summary["preview"])).shape == (64, 2 * 80 + 64 + 2 * 4, 3)  # RGB|depth|path
