@@ -65,6 +65,7 @@ _FRANGES = {
     "robot_pose_tolerance": FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0),
     "flush_after_s": FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0),
     "camera_info_timeout": FloatingPointRange(from_value=0.0, to_value=60.0, step=0.0),
+    "pose_input_scale": FloatingPointRange(from_value=0.25, to_value=1.0, step=0.0),
 }
 
 
@@ -109,6 +110,7 @@ PARAM_DOCS = {
     "kinematic_window": "frame pairs in the kinematic scale window",
     "kinematic_min_pairs": "informative pairs needed before kinematic depth is metric",
     "kinematic_min_motion_m": "robot motion below this (m) carries no scale information",
+    "pose_input_scale": "pose network input size as a fraction of the network input (odometry cost)",
     "torch_threads": "CPU threads for inference; 0 = torch default",
     "backend": "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
     "engine_cache": "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",

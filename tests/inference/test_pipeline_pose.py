@@ -1,0 +1,41 @@
+"""The online pipeline runs the pose network at ``pose_input_scale`` of the network input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, PipelineError
+
+
+class _Recording:
+    """Wraps the shipped pose network and records the size of every input it gets."""
+
+    def __init__(self, inner):
+        self.inner, self.sizes = inner, []
+
+    def __call__(self, a, b):
+        self.sizes.append((tuple(a.shape[-2:]), tuple(b.shape[-2:])))
+        return self.inner(a, b)
+
+
+@pytest.mark.parametrize(("scale", "expected"), [(1.0, (56, 70)), (0.75, (42, 52)), (0.5, (32, 35))])
+def test_the_pose_network_sees_frames_at_the_configured_scale(scale, expected):
+    cfg = PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+    cfg.pose_input_scale = scale
+    pipe = DepthPipeline(cfg)
+    assert pipe.pose_model is not None, "the shipped pose network should load"
+    pipe.pose_model = rec = _Recording(pipe.pose_model)
+    rng = np.random.default_rng(0)
+    motions = [pipe.push(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), i)[1] for i in range(3)]
+    assert np.allclose(motions[0].T_odom_cam, np.eye(4))  # odometry starts at the first frame
+    assert rec.sizes == [(expected, expected)] * 2
+    assert pipe.pose_input_hw == expected
+    assert all(np.isfinite(m.T_prev_cur).all() for m in motions[1:])
+
+
+def test_a_pose_scale_outside_its_range_is_refused():
+    cfg = PipelineConfig()
+    cfg.pose_input_scale = 0.1
+    with pytest.raises(PipelineError, match="pose_input_scale must be in 0.25..1"):
+        DepthPipeline(cfg)
