@@ -110,7 +110,7 @@ PARAM_DOCS = {
     "kinematic_window": "frame pairs in the kinematic scale window",
     "kinematic_min_pairs": "informative pairs needed before kinematic depth is metric",
     "kinematic_min_motion_m": "robot motion below this (m) carries no scale information",
-    "pose_input_scale": "pose network input size as a fraction of the network input (odometry cost)",
+    "pose_input_scale": "pose network input size as a fraction of the network input, never below 112 rows",
     "torch_threads": "CPU threads for inference; 0 = torch default",
     "backend": "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
     "engine_cache": "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",

@@ -19,9 +19,18 @@ class _Recording:
         return self.inner(a, b)
 
 
-@pytest.mark.parametrize(("scale", "expected"), [(1.0, (56, 70)), (0.75, (42, 52)), (0.5, (32, 35))])
-def test_the_pose_network_sees_frames_at_the_configured_scale(scale, expected):
-    cfg = PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+@pytest.mark.parametrize(
+    ("size", "scale", "expected"),
+    [
+        ((224, 280), 1.0, (224, 280)),
+        ((224, 280), 0.75, (168, 210)),
+        ((224, 280), 0.5, (112, 140)),
+        ((224, 280), 0.25, (112, 140)),  # never below 112 rows
+        ((56, 70), 0.5, (56, 70)),  # small inputs stay at full size
+    ],
+)
+def test_the_pose_network_sees_frames_at_the_configured_scale(size, scale, expected):
+    cfg = PipelineConfig(input_height=size[0], input_width=size[1], window=8, overlap=4, stride=2, blend=2)
     cfg.pose_input_scale = scale
     pipe = DepthPipeline(cfg)
     assert pipe.pose_model is not None, "the shipped pose network should load"
