@@ -18,12 +18,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, fields
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -577,46 +575,10 @@ class DepthNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM, then stop in order: worker, executor, node, context.
+    """Run the node until SIGINT/SIGTERM; :meth:`DepthNode.shutdown` then stops the worker first."""
+    from endo_depth_ros.node_runner import run_node
 
-    rclpy's own signal handler shuts the context down from its signal thread while our worker may be
-    publishing, which can crash the process on exit; so the node installs its own handlers that only set
-    a flag, and the main thread tears everything down once the worker has finished its frame.
-    """
-    import faulthandler
-    import signal
-
-    from rclpy.signals import SignalHandlerOptions
-
-    from endo_depth_ros import ros_env
-
-    faulthandler.enable()  # a native crash prints the Python stacks instead of a bare exit code
-    ros_env.apply()
-    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = DepthNode()
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:  # noqa: BLE001 - a clear one-line refusal instead of a traceback
-        if node is not None:
-            raise
-        print(f"[{NODE_NAME}] cannot start: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.shutdown()
-            executor.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DepthNode, NODE_NAME, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor
@@ -411,51 +410,17 @@ class SimEndoscope(Node):
         )
         self.pub_diag.publish(msg)
 
-
-def run_node(node_cls, name: str, argv: list[str] | None = None) -> int:
-    """Spin ``node_cls()`` until SIGINT/SIGTERM with our own handlers (no rclpy signal handler), then tear
-    down executor -> node -> context; a construction error is one clear line and exit code 2."""
-    import faulthandler
-    import signal
-
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
-    from endo_depth_ros import ros_env
-
-    faulthandler.enable()
-    ros_env.apply()
-    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = node_cls()
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:  # noqa: BLE001 - a clear one-line refusal instead of a traceback
-        if node is not None:
-            raise
-        print(f"[{name}] cannot start: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            try:
-                node.publish_diagnostics()
-            except Exception:  # noqa: BLE001 - context may already be shut down
-                pass
-            executor.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    def shutdown(self) -> None:
+        """Final diagnostics, while the context is still live (called by ``run_node``)."""
+        try:
+            self.publish_diagnostics()
+        except Exception:  # noqa: BLE001 - shutting down: a failed last message must not mask the exit
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
+    from endo_depth_ros.node_runner import run_node
+
     return run_node(SimEndoscope, NODE_NAME, argv)
 
 

@@ -44,7 +44,8 @@ from sensor_msgs.msg import Image
 from endo_depth_model.image_encoding import image_to_numpy
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.msg import DepthAlignment
-from endo_depth_ros.sim_endoscope import central_window, run_node
+from endo_depth_ros.node_runner import run_node
+from endo_depth_ros.sim_endoscope import central_window
 
 NODE_NAME = "standoff_controller"
 MODES = ("stopped", "exploring", "advancing", "holding", "retracting", "implausible")
@@ -464,8 +465,8 @@ class StandoffController(Node):
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self.pub_state.publish(DiagnosticArray(header=header, status=[status]))
 
-    def publish_diagnostics(self) -> None:
-        """Final state at shutdown (run_node calls it): nothing to add beyond ``state``."""
+    def shutdown(self) -> None:
+        """Called by ``run_node`` at exit: every decision was already published on ``state``."""
 
 
 def main(argv: list[str] | None = None) -> int:
