@@ -33,11 +33,16 @@ class EngineError(BackendError):
     """A TensorRT engine (or the ONNX graph it comes from) is missing, stale or does not fit the model."""
 
 
-def finish_output(raw: torch.Tensor, image_hw: tuple[int, int] | None) -> torch.Tensor:
+def finish_output(
+    raw: torch.Tensor, image_hw: tuple[int, int] | None, output_frames: slice | None = None
+) -> torch.Tensor:
     """Head output (B, T, h, w) at network size -> (B, T, H, W) at ``image_hw``, clamped at 0.
 
     The same bilinear (``align_corners=True``) resize and ReLU as ``VideoDepthAnything.decode``.
+    ``output_frames`` keeps only those frames (graph backends compute every frame of their fixed shape).
     """
+    if output_frames is not None:
+        raw = raw[:, output_frames]
     if image_hw is not None and tuple(raw.shape[-2:]) != tuple(image_hw):
         b, t = raw.shape[:2]
         raw = F.interpolate(

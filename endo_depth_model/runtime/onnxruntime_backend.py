@@ -112,10 +112,8 @@ class OnnxRuntimeBackend(Backend):
             }
             (raw,) = self.head.run(list(self.head_meta.outputs), feeds)
             outs.append(torch.from_numpy(raw))
-        raw = torch.stack(outs)
-        if output_frames is not None:  # fixed-shape graph: every frame was computed
-            raw = raw[:, output_frames]
-        return finish_output(raw, image_hw if image_hw is not None else features.image_hw)
+        hw = image_hw if image_hw is not None else features.image_hw
+        return finish_output(torch.stack(outs), hw, output_frames)
 
     def describe(self) -> str:
         return (

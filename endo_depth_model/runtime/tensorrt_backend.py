@@ -516,10 +516,8 @@ class TensorRTBackend(Backend):
             }
             out = self.head.run(feeds)[self.head_meta.outputs[0]]
             outs.append(torch.from_numpy(out.astype(np.float32, copy=False)))
-        raw = torch.stack(outs)
-        if output_frames is not None:  # fixed-shape engine: every frame was computed
-            raw = raw[:, output_frames]
-        return finish_output(raw, image_hw if image_hw is not None else features.image_hw)
+        hw = image_hw if image_hw is not None else features.image_hw
+        return finish_output(torch.stack(outs), hw, output_frames)
 
     def describe(self) -> str:
         return super().describe() + f" [{self.precision}, engines {[p.name for p in self.engine_paths]}]"
