@@ -61,11 +61,10 @@ def make_input_bag(args, out: Path) -> Path:
     return bag
 
 
-def _read_bag(path: Path, topic: str) -> dict[int, np.ndarray]:
-    """Image messages of ``topic`` as arrays keyed by header stamp (ns)."""
+def _read_topic(path: Path, topic: str, convert) -> dict:
+    """``convert(message)`` of every message of ``topic``, keyed by header stamp (ns)."""
     from rosbags.rosbag2 import Reader
 
-    from endo_depth_model.image_encoding import image_to_numpy
     from endo_depth_ros.bag import typestore
 
     ts = typestore()
@@ -76,35 +75,26 @@ def _read_bag(path: Path, topic: str) -> dict[int, np.ndarray]:
             return out
         for conn, _, raw in reader.messages(connections=conns):
             m = ts.deserialize_cdr(raw, conn.msgtype)
-            stamp = int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec)
-            out[stamp] = image_to_numpy(
-                m.encoding, m.height, m.width, m.step, bool(m.is_bigendian), bytes(m.data)
-            )
+            out[int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec)] = convert(m)
     return out
+
+
+def _read_bag(path: Path, topic: str) -> dict[int, np.ndarray]:
+    """Image messages of ``topic`` as arrays keyed by header stamp (ns)."""
+    from endo_depth_model.image_encoding import image_to_numpy
+
+    return _read_topic(
+        path,
+        topic,
+        lambda m: image_to_numpy(m.encoding, m.height, m.width, m.step, bool(m.is_bigendian), bytes(m.data)),
+    )
 
 
 def _read_poses(path: Path, topic: str) -> dict[int, np.ndarray]:
     """PoseStamped messages of ``topic`` as 4x4 matrices keyed by header stamp (ns)."""
-    from rosbags.rosbag2 import Reader
+    from endo_depth_ros.conversions import pose_to_matrix
 
-    from endo_depth_model.geometry import quaternion_to_matrix
-    from endo_depth_ros.bag import typestore
-
-    ts = typestore()
-    out = {}
-    with Reader(path) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        if not conns:  # (an empty connection list would make rosbags read every topic)
-            return out
-        for conn, _, raw in reader.messages(connections=conns):
-            m = ts.deserialize_cdr(raw, conn.msgtype)
-            stamp = int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec)
-            q, t = m.pose.orientation, m.pose.position
-            T = np.eye(4)
-            T[:3, :3] = np.asarray(quaternion_to_matrix(np.array([q.x, q.y, q.z, q.w])), dtype=np.float64)
-            T[:3, 3] = (t.x, t.y, t.z)
-            out[stamp] = T
-    return out
+    return _read_topic(path, topic, lambda m: pose_to_matrix(m.pose))
 
 
 def trajectory_panel(ours: dict[int, np.ndarray], truth: dict[int, np.ndarray], size: int) -> np.ndarray:

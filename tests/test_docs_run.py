@@ -21,12 +21,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = [
-    ROOT / "README.md",
-    *sorted((ROOT / "docs").glob("*.md")),
-    ROOT / "endo_depth_model/weights/MODEL_CARD.md",
-]
+from tests.test_docs_commands import PAGES, ROOT  # the pages whose commands must also parse
+
 BLOCK = re.compile(r"(?:^|\n)(?P<before>[^\n]*)\n```bash\n(?P<body>.*?)```", re.S)
 MARKER = re.compile(r"<!-- docs-test: (?P<kind>run|skip: (?P<reason>.+?)) -->")
 # what the scratch directory sees of the repository (everything else, e.g. runs/, stays out)
