@@ -1,0 +1,102 @@
+"""Benchmark: where the node's per-frame time goes (shipped vitt model, default node layout, one thread).
+
+Run ``.venv/bin/python benchmarks/node_profile.py [--out benchmarks/results/node_profile.json]``. Two
+measurements, printed and saved as JSON with the machine and its load average:
+
+* CPU time of one encoder call (one 224x280 frame) and of one head pass over a 16-frame window,
+  computing the output for all 16 frames, the last 8 (what the default layout uses) and the last 2;
+* the online pipeline (``DepthPipeline`` with the default ``PipelineConfig``) on 40 simulator frames
+  after a 20-frame warm-up, CPU ms per frame split into head, pose network and encoder (cProfile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from endo_depth_model.checkpoint import load_vda_weights  # noqa: E402
+from endo_depth_model.data.simulator import EndoscopySimulator, preset  # noqa: E402
+from endo_depth_model.models import build_vda  # noqa: E402
+from endo_depth_model.pipeline import SHIPPED_MODEL_DIR, DepthPipeline, PipelineConfig  # noqa: E402
+
+
+def cpu_ms(fn, repeats: int = 3) -> float:
+    fn()  # warm-up
+    c0 = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - c0) / repeats * 1e3
+
+
+def head_costs() -> dict:
+    model = build_vda("vitt").eval()
+    load_vda_weights(model, SHIPPED_MODEL_DIR / "vitt_endodav.safetensors")
+    x = torch.randn(1, 16, 3, 224, 280)
+    with torch.inference_mode():
+        feats = model.encode(x)
+        out = {"encoder_ms_per_frame": cpu_ms(lambda: model.encode(x[:, :1]))}
+        for name, sel in (
+            ("head_all_16_ms", None),
+            ("head_last_8_ms", slice(8, None)),
+            ("head_last_2_ms", slice(14, None)),
+        ):
+            out[name] = cpu_ms(lambda sel=sel: model.decode(feats, output_frames=sel))
+    return out
+
+
+def pipeline_split(frames: int = 40, warmup: int = 20) -> dict:
+    pipe = DepthPipeline(PipelineConfig())
+    sim = EndoscopySimulator(preset("target", seed=5, n_frames=frames + warmup, height=224, width=280))
+    rgbs = [f.rgb for f in sim]
+    for i, rgb in enumerate(rgbs[:warmup]):
+        pipe.push(rgb, i)
+    prof = cProfile.Profile()
+    c0 = time.process_time()
+    prof.enable()
+    for i, rgb in enumerate(rgbs[warmup:], start=warmup):
+        pipe.push(rgb, i)
+    prof.disable()
+    total = (time.process_time() - c0) / frames * 1e3
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+
+    def cumulative(name: str, file_part: str) -> float:
+        return sum(v[3] for k, v in stats.items() if k[2] == name and file_part in k[0]) / frames * 1e3
+
+    return {
+        "cpu_ms_per_frame": total,
+        "head_ms_per_frame": cumulative("decode", "torch_backend.py"),
+        "pose_ms_per_frame": cumulative("_pose_step", "pipeline.py"),
+        "encoder_ms_per_frame": cumulative("encode", "torch_backend.py"),
+        "pose_input_hw": list(pipe.pose_input_hw),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="benchmarks/results/node_profile.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    result = {"head": head_costs(), "pipeline": pipeline_split()}
+    result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
+    for section in ("head", "pipeline"):
+        for k, v in result[section].items():
+            print(f"{section:9s} {k:22s} {v if isinstance(v, list) else f'{v:.1f}'}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"saved {args.out}; load average {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
