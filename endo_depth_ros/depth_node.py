@@ -570,8 +570,8 @@ class DepthNode(Node):
         self._worker.join(timeout=10.0)
         try:
             self._publish_diagnostics()
-        except Exception:  # noqa: BLE001 - context may already be shut down
-            pass
+        except Exception as exc:  # noqa: BLE001 - shutting down: say so, but do not mask the exit
+            print(f"[{NODE_NAME}] final diagnostics not published: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,13 +4,38 @@ rclpy's own signal handler shuts the context down from its signal thread while a
 still be publishing, which can crash the process on exit (seen in CI as exit code -11). So
 :func:`run_node` installs SIGINT/SIGTERM handlers that only set a flag, spins until then, and tears
 down in order: ``node.shutdown()`` (each node stops its own work and publishes its final state there,
-with the context still live), executor, node, context.
+with the context still live), executor, node, context. Before the node goes, its reliable
+publishers get a bounded wait for their subscribers' acknowledgements, so the final messages are
+delivered rather than lost with the participant (seen in CI: final diagnostics missing under load).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
+
+FLUSH_TIMEOUT_S = 2.0  # total wait at exit for reliable subscribers to acknowledge the last messages
+
+
+def flush_publishers(node, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
+    """Wait until every reliable publisher of ``node`` is acknowledged, at most ``timeout_s`` in all.
+
+    Returns True when all were acknowledged in time. Best-effort publishers return at once.
+    """
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout_s
+    acked = True
+    for pub in list(node.publishers):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            acked = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and acked
+        except Exception:  # noqa: BLE001 - a publisher already torn down has nothing left to flush
+            pass
+    return acked
 
 
 def run_node(node_factory: Callable, name: str, argv: list[str] | None = None) -> int:
@@ -48,6 +73,7 @@ def run_node(node_factory: Callable, name: str, argv: list[str] | None = None) -
     finally:
         if node is not None:
             node.shutdown()
+            flush_publishers(node)
             executor.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()

@@ -414,8 +414,8 @@ class SimEndoscope(Node):
         """Final diagnostics, while the context is still live (called by ``run_node``)."""
         try:
             self.publish_diagnostics()
-        except Exception:  # noqa: BLE001 - shutting down: a failed last message must not mask the exit
-            pass
+        except Exception as exc:  # noqa: BLE001 - shutting down: say so, but do not mask the exit
+            print(f"[{NODE_NAME}] final diagnostics not published: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
