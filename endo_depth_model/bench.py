@@ -61,6 +61,7 @@ class BenchConfig:
     threads: int = 0
     precision: str = "fp16"
     fp16: bool = False
+    bf16: bool = False
     cuda_graphs: bool = False
     cache_dir: str = ""
     pipeline: bool = False
@@ -226,12 +227,14 @@ def _bench_row(cfg: BenchConfig, model, backend_name: str, hw, window: int, stri
             window=window,
             cache_dir=cfg.cache_dir or None,
             precision=cfg.precision,
-            fp16=cfg.fp16,
+            fp16=cfg.fp16 and backend_name in ("torch", "auto"),  # torch options; graphs run as built
+            bf16=cfg.bf16 and backend_name in ("torch", "auto"),
             cuda_graphs=cfg.cuda_graphs,
             threads=cfg.threads,
         )
         row["setup_s"] = round(time.perf_counter() - t0, 2)
         row["description"] = backend.describe()
+        row["precision"] = getattr(backend, "precision", "fp32")
         pre = Preprocessor(hw)
         gen = torch.Generator().manual_seed(cfg.seed)
         one = torch.randn(1, 1, 3, *hw, generator=gen).to(cfg.device)
@@ -290,7 +293,13 @@ def _bench_pipeline(cfg: BenchConfig, backend, hw, log) -> dict:
     """The ROS node's pipeline (default node configuration, this backend) over synthetic frames."""
     from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
 
-    pcfg = PipelineConfig(model_config=cfg.encoder, device=cfg.device, input_height=hw[0], input_width=hw[1])
+    pcfg = PipelineConfig(
+        model_config=cfg.encoder,
+        device=cfg.device,
+        input_height=hw[0],
+        input_width=hw[1],
+        precision=getattr(backend, "precision", "fp32"),  # the pose network as the depth backend
+    )
     if backend.window is not None and backend.window != pcfg.window:
         return {}
     pipe = DepthPipeline(pcfg, depth_model=backend)
@@ -318,8 +327,13 @@ def _bench_pipeline(cfg: BenchConfig, backend, hw, log) -> dict:
     }
 
 
-def bench_official(path: str, encoder: str, hw, window: int, repeats: int, device: str) -> dict:
+def bench_official(
+    path: str, encoder: str, hw, window: int, repeats: int, device: str, precision: str = "fp32"
+) -> dict:
     """Forward time of the official Video Depth Anything code at ``path`` (random weights), per frame.
+
+    ``precision`` ``bf16``/``fp16`` runs their forward under the same autocast as our torch backend, so
+    that a comparison at reduced precision is like for like.
 
     Their module imports ``torchvision.transforms.Compose`` only for video pre-processing; when
     torchvision is absent a minimal stand-in is registered so that the network itself can be timed.
@@ -366,10 +380,12 @@ def bench_official(path: str, encoder: str, hw, window: int, repeats: int, devic
     x = torch.randn(1, window, 3, *hw, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     cpu: list[float] = []
-    with torch.no_grad():
+    from endo_depth_model.runtime.precision import autocast
+
+    with torch.no_grad(), autocast(precision, device):
         total = _median_ms(lambda: net(x), repeats, 1, sync, cpu)
     return {
-        "backend": "official VDA (torch)",
+        "backend": "official VDA (torch)" + (f", {precision} autocast" if precision != "fp32" else ""),
         "height": hw[0],
         "width": hw[1],
         "window": window,
@@ -434,7 +450,15 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print, model=None) ->
     if cfg.official:
         for hw in cfg.sizes:
             official.append(
-                bench_official(cfg.official, cfg.encoder, hw, 32, max(1, cfg.repeats // 2), cfg.device)
+                bench_official(
+                    cfg.official,
+                    cfg.encoder,
+                    hw,
+                    32,
+                    max(1, cfg.repeats // 2),
+                    cfg.device,
+                    "fp16" if cfg.fp16 else "bf16" if cfg.bf16 else "fp32",
+                )
             )
         if bar is not None:
             bar.update(1)
@@ -446,6 +470,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print, model=None) ->
 # ---- reporting --------------------------------------------------------------------------------------------
 _COLUMNS = (
     ("backend", "backend", "{}"),
+    ("precision", "precision", "{}"),
     ("size", None, "{}"),
     ("T", "window", "{}"),
     ("stride", "stride", "{}"),
@@ -560,6 +585,11 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT precision (fp16)")
     p.add_argument("--fp16", action="store_true", help="torch on CUDA: fp16 autocast")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="torch (and --official): bf16 autocast; CPU with AMX / AVX512-BF16, or CUDA",
+    )
     p.add_argument("--cuda-graphs", action="store_true", help="torch on CUDA: CUDA graphs")
     p.add_argument("--cache-dir", default="", help="graph/engine cache (default ~/.cache/endo_depth)")
     p.add_argument("--pipeline", action="store_true", help="also time the ROS node's pipeline (T=16 rows)")
@@ -587,6 +617,7 @@ def main(args: argparse.Namespace) -> int:
         threads=args.threads,
         precision=args.precision,
         fp16=args.fp16,
+        bf16=args.bf16,
         cuda_graphs=args.cuda_graphs,
         cache_dir=args.cache_dir,
         pipeline=args.pipeline,

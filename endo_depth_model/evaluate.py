@@ -323,17 +323,23 @@ def _predict_sequence(seq, bundle, args, align: bool = True):
     has_poses = all(p is not None for p in poses)
     T = np.stack(poses) if has_poses else None
     K = Ks[0] if Ks and Ks[0] is not None else None
-    pred_T = _predict_poses(bundle.pose_net, rgbs, tuple(args.input_size), args.device) if rgbs else None
+    pred_T = (
+        _predict_poses(bundle.pose_net, rgbs, tuple(args.input_size), args.device, bundle.precision)
+        if rgbs
+        else None
+    )
     return pred, gt, T, K, pred_T, elapsed
 
 
-def _predict_poses(pose_net, rgbs, input_hw, device) -> np.ndarray:
+def _predict_poses(pose_net, rgbs, input_hw, device, precision: str = "fp32") -> np.ndarray:
     """Integrate the pose network's ``T_prev_cur`` over consecutive frames: (N, 4, 4) camera-to-world."""
     import torch
     import torch.nn.functional as F
 
+    from endo_depth_model.runtime.precision import autocast
+
     out = [np.eye(4)]
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device):
         prev = None
         for rgb in rgbs:
             x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255.0).to(device)
@@ -393,7 +399,7 @@ def register(subparsers) -> None:
     p.add_argument("--eval-min-depth", type=float, default=1e-3, help="valid GT lower bound, report unit")
     p.add_argument("--eval-max-depth", type=float, default=150.0, help="valid GT upper bound, report unit")
     p.add_argument("--unit-scale", type=float, default=1000.0, help="metres -> report unit (1000: mm)")
-    add_model_arguments(p)
+    add_model_arguments(p, precision_default="fp32")  # reported numbers: fp32 unless asked
     p.set_defaults(func=main)
 
 
@@ -411,7 +417,13 @@ def main(args: argparse.Namespace) -> int:
         sequences = open_sequences(args.data)
         if not sequences:
             raise InferError(f"no sequences in {args.data}")
-        full = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, args.device)
+
+        def load(adapter, checkpoint):
+            bundle = load_depth_model(args.encoder, args.weights, adapter, checkpoint, args.device)
+            bundle.set_precision(args.precision, args.device)
+            return bundle
+
+        full = load(args.adapter, args.checkpoint)
         print(f"model: {full.description}; {len(sequences)} sequence(s)")
         rows = {p: [] for p in protocols}
 
@@ -423,12 +435,12 @@ def main(args: argparse.Namespace) -> int:
         if args.ablation:
             adapted = args.adapter is not None or args.checkpoint is not None
             if adapted:
-                base = load_depth_model(args.encoder, args.weights, None, None, args.device)
+                base = load(None, None)
                 add(_evaluate_method("w/o SSB (base VDA)", base, sequences, protocols, cfg, args))
             else:
                 print("ablation: no --adapter/--checkpoint, so the model is the base model; SSB row skipped")
             if args.no_proj_checkpoint is not None:
-                nop = load_depth_model(args.encoder, args.weights, None, args.no_proj_checkpoint, args.device)
+                nop = load(None, args.no_proj_checkpoint)
                 add(_evaluate_method("w/o projection loss", nop, sequences, protocols, cfg, args))
             else:
                 print("ablation: no --no-proj-checkpoint given; projection-loss row skipped")

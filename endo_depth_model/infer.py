@@ -55,6 +55,21 @@ class ModelBundle:
     description: str
     pose_net: object | None = None
     sources: dict = field(default_factory=dict)
+    precision: str = "fp32"  # PyTorch compute precision of the depth model and pose network
+
+    def set_precision(self, precision: str, device) -> None:
+        """Run the torch depth model (and the pose network) at ``precision`` (``auto`` resolved here);
+        a graph backend stays as it is. :class:`~endo_depth_model.runtime.precision.PrecisionError`
+        (a ValueError) when the device cannot run it."""
+        import torch
+
+        from endo_depth_model.runtime.precision import resolve_precision
+        from endo_depth_model.runtime.torch_backend import TorchBackend
+
+        self.precision = resolve_precision(precision, device)
+        if isinstance(self.model, torch.nn.Module) and self.precision != "fp32":
+            self.model = TorchBackend(self.model, device, precision=self.precision)
+        self.description += f", {self.precision}"
 
 
 def load_depth_model(
@@ -398,7 +413,7 @@ def resolve_model_defaults(args: argparse.Namespace) -> None:
         args.max_depth = float(meta.get("max_depth", 150.0))
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, precision_default: str = "auto") -> None:
     """Model and engine options shared by ``infer`` and ``eval``."""
     g = p.add_argument_group("model")
     g.add_argument(
@@ -422,6 +437,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         default="torch",
         choices=("auto", "torch", "onnxruntime", "tensorrt"),
         help="inference backend (infer only; default torch; auto = fastest available)",
+    )
+    g.add_argument(
+        "--precision",
+        default=precision_default,
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help=f"PyTorch compute precision (default {precision_default}; auto = bf16 on a CPU with AMX or "
+        "AVX512-BF16, else fp32; fp16 needs CUDA)",
     )
     g.add_argument(
         "--input-size",
@@ -507,17 +529,27 @@ def main(args: argparse.Namespace) -> int:
     try:
         resolve_model_defaults(args)
         bundle = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, args.device)
-        if args.backend != "torch":
+        if args.backend == "torch":
+            bundle.set_precision(args.precision, args.device)
+        else:
             from endo_depth_model.runtime import load_backend
+            from endo_depth_model.runtime.precision import resolve_precision
 
+            # auto precision with a graph backend runs the graph at its own precision
+            precision = resolve_precision(args.precision, args.device)
+            if args.precision == "auto" and args.backend != "auto":
+                precision = "fp32"
             bundle.model = load_backend(
                 args.backend,
                 bundle.model,
                 device=args.device,
                 input_hw=tuple(args.input_size),
                 window=args.window,
+                bf16=precision == "bf16",
+                fp16=precision == "fp16",
             )
-            bundle.description += f", backend {bundle.model.name}"
+            bundle.precision = getattr(bundle.model, "precision", "fp32")
+            bundle.description += f", backend {bundle.model.name}, {bundle.precision}"
         out = args.out or _default_out(args.source)
         print(f"model: {bundle.description}; output: {out}")
         opts = InferOptions(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from endo_depth_model.odometry import SCALE_MODES, PoseIntegrator, ScaleEstimator, ScaleState
+from endo_depth_model.runtime.precision import PRECISIONS, PrecisionError, autocast, resolve_precision
 
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -56,6 +57,9 @@ class PipelineConfig:
     # per pair, for 57 % of the compute (docs/BENCHMARKS.md)
     pose_input_scale: float = 0.75
     torch_threads: int = 0  # 0 = torch default
+    # PyTorch compute precision (the torch depth backend and the pose network): auto = bf16 on a CPU
+    # with AMX / AVX512-BF16 (2-3x faster, depth within 0.2 % of fp32: docs/BENCHMARKS.md), else fp32
+    precision: str = "auto"
     backend: str = "torch"  # torch | onnxruntime | tensorrt | auto (endo_depth_model.runtime)
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
@@ -87,6 +91,13 @@ class PipelineConfig:
             problems.append("need 1 <= kinematic_min_pairs <= kinematic_window")
         if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             problems.append(f"backend {self.backend!r} must be auto, torch, onnxruntime or tensorrt")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} must be one of {PRECISIONS}")
+        elif self.backend in ("onnxruntime", "tensorrt") and self.precision in ("bf16", "fp16"):
+            problems.append(
+                f"precision {self.precision} is for the torch backend; {self.backend} runs its graphs at "
+                "their own precision (use auto or fp32)"
+            )
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         if problems:
@@ -196,6 +207,10 @@ class DepthPipeline:
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise PipelineError(f"device {cfg.device!r} requested but CUDA is not available")
         self.device = torch.device(cfg.device)
+        try:
+            self.precision = resolve_precision(cfg.precision, cfg.device)
+        except PrecisionError as exc:
+            raise PipelineError(str(exc)) from exc
         model = depth_model if depth_model is not None else load_depth_model(cfg)
         if isinstance(model, torch.nn.Module):
             from endo_depth_model.runtime import BackendError, load_backend
@@ -209,6 +224,8 @@ class DepthPipeline:
                     window=cfg.window,
                     cache_dir=cfg.engine_cache or None,
                     threads=cfg.torch_threads,
+                    bf16=self.precision == "bf16" and cfg.backend in ("torch", "auto"),
+                    fp16=self.precision == "fp16" and cfg.backend in ("torch", "auto"),
                 )
             except BackendError as exc:
                 raise PipelineError(f"inference backend {cfg.backend!r}: {exc}") from exc
@@ -273,9 +290,9 @@ class DepthPipeline:
         prev, self._prev_pose_input = self._prev_pose_input, x
         if prev is None:
             return None
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             out = self.pose_model(prev, x)
-        axis_angle, translation = out[0], out[1]
+        axis_angle, translation = out[0].float(), out[1].float()
         # fed (previous, current): the inverted transform maps current-camera points to the previous camera
         return pose_vec_to_mat(axis_angle, translation, invert=True)[0].double().cpu().numpy()
 

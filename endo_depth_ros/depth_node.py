@@ -110,6 +110,8 @@ PARAM_DOCS = {
     "kinematic_min_motion_m": "robot motion below this (m) carries no scale information",
     "pose_input_scale": "pose network input size as a fraction of the network input, never below 112 rows",
     "torch_threads": "CPU threads for inference; 0 = torch default",
+    "precision": "PyTorch compute precision: auto (bf16 on CPUs with AMX/AVX512-BF16, else fp32), fp32, "
+    "bf16 or fp16 (CUDA)",
     "backend": "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
     "engine_cache": "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",
     # node
@@ -212,7 +214,7 @@ class DepthNode(Node):
         c = self.pipeline_cfg
         self.get_logger().info(
             f"ready: {c.model_config} on {c.device}, input {c.input_height}x{c.input_width}, "
-            f"window {c.window}, stride {c.stride}, scale {c.scale_mode}, {odo}"
+            f"window {c.window}, stride {c.stride}, scale {c.scale_mode}, {self._backend_name()}, {odo}"
         )
 
     # ---- parameters --------------------------------------------------------------------------------
@@ -508,7 +510,7 @@ class DepthNode(Node):
             "output_rate_hz": f"{self._rate(self._out_times):.2f}",
             "latency_p50_ms": f"{np.percentile(lat, 50):.1f}",
             "latency_p95_ms": f"{np.percentile(lat, 95):.1f}",
-            "backend": f"torch-{self.pipeline_cfg.device}",
+            "backend": self._backend_name(),
             "head_passes": self.pipeline.stats.head_passes,
             "reanchors": self.pipeline.stats.reanchors,
             "scale_source": scale.mode,
@@ -522,6 +524,13 @@ class DepthNode(Node):
         values.update({f"rejected.{k}": v for k, v in sorted(self.rejected.items())})
         values.update({f"error.{k}": v for k, v in sorted(self.errors.items())})
         return {k: str(v) for k, v in values.items()}
+
+    def _backend_name(self) -> str:
+        """e.g. ``torch-cpu-bf16`` or ``onnxruntime-cpu-fp32``: what really runs the depth model."""
+        backend = self.pipeline.model
+        name = getattr(backend, "name", "torch")
+        precision = getattr(backend, "precision", "fp32")
+        return f"{name}-{self.pipeline_cfg.device}-{precision}"
 
     def _robot_pose_age(self) -> str:
         """Seconds since the last robot_pose message, or ``never``."""

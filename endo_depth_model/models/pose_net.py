@@ -158,7 +158,8 @@ class PoseNet(nn.Module):
     ) -> torch.Tensor:
         """(B, 4, 4) transform ``T_b_a`` (``T_a_b`` with ``invert``) via ``geometry.pose_vec_to_mat``."""
         axis_angle, translation = self(frame_a, frame_b)[:2]
-        return pose_vec_to_mat(axis_angle, translation, invert=invert)
+        with torch.autocast(device_type=frame_a.device.type, enabled=False):  # geometry in fp32
+            return pose_vec_to_mat(axis_angle.float(), translation.float(), invert=invert)
 
 
 def resnet18_state_for_pairs(resnet18_state: Mapping[str, torch.Tensor], num_input_images: int = 2) -> dict:

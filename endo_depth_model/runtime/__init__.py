@@ -3,7 +3,8 @@
     backend = load_backend("auto", model, input_hw=(224, 280), window=16, device="cpu")
     engine = StreamingDepth(backend, preprocessor, window=16, ...)   # unchanged for every backend
 
-Registry (``BACKENDS``): ``torch`` (CPU/CUDA, fp16 autocast and CUDA graphs on GPU), ``onnxruntime``
+Registry (``BACKENDS``): ``torch`` (CPU/CUDA; bf16 autocast on CPUs with AMX / AVX512-BF16, fp16
+autocast and CUDA graphs on GPU), ``onnxruntime``
 (exported graphs; CPU, CUDA provider where present), ``tensorrt`` (engines from the same graphs,
 pycuda). Graph backends need an input size and a window (graphs have fixed shapes); they use the
 graphs given, or export the model's graphs into the cache (keyed by a fingerprint of the weights).
@@ -89,6 +90,7 @@ def _load_one(
     encoder_frames,
     precision,
     fp16,
+    bf16,
     cuda_graphs,
     threads,
     build_engines,
@@ -98,10 +100,13 @@ def _load_one(
 
         if model is None:
             raise BackendError("the torch backend needs the model")
-        backend: Backend = TorchBackend(model, device, fp16=fp16, cuda_graphs=cuda_graphs)
+        torch_precision = "fp16" if fp16 else "bf16" if bf16 else "fp32"
+        backend: Backend = TorchBackend(model, device, precision=torch_precision, cuda_graphs=cuda_graphs)
         if input_hw is not None:
             backend.input_hw = tuple(input_hw)
         return backend
+    if bf16 or fp16:
+        raise BackendError(f"{'bf16' if bf16 else 'fp16'} autocast is a torch backend option, not {name}'s")
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend, select_providers
 
@@ -133,6 +138,7 @@ def load_backend(
     encoder_frames: int = 1,
     precision: str = "fp16",
     fp16: bool = False,
+    bf16: bool = False,
     cuda_graphs: bool = False,
     threads: int = 0,
     build_engines: bool = True,
@@ -144,7 +150,9 @@ def load_backend(
     when ``encoder_onnx``/``head_onnx`` are not given). ``input_hw`` (H, W) and ``window`` T fix the
     graph shapes. ``cache_dir``: exported graphs (``onnx/``) and engines (``engines/``); default
     ``$ENDO_DEPTH_CACHE`` or ``~/.cache/endo_depth``. ``precision``: TensorRT ``fp16`` (fp32 islands)
-    or ``fp32``. ``fp16``/``cuda_graphs``: torch on CUDA. ``threads``: onnxruntime intra-op threads.
+    or ``fp32``. ``fp16``/``cuda_graphs``: torch on CUDA. ``bf16``: torch autocast to bfloat16 (CPU with
+    AMX / AVX512-BF16, or CUDA); with ``auto`` on CPU it puts torch first (measured faster than
+    onnxruntime fp32 on such a CPU, docs/BENCHMARKS.md). ``threads``: onnxruntime intra-op threads.
     ``build_engines=False`` makes a missing TensorRT engine an :class:`EngineError`.
     A named backend raises its error; ``auto`` falls back along ``AUTO_ORDER`` and raises
     :class:`BackendError` listing every reason when none loads.
@@ -161,6 +169,7 @@ def load_backend(
         encoder_frames=encoder_frames,
         precision=precision,
         fp16=fp16,
+        bf16=bf16,
         cuda_graphs=cuda_graphs,
         threads=threads,
         build_engines=build_engines,
@@ -170,13 +179,16 @@ def load_backend(
     order = AUTO_ORDER.get(torch.device(device).type)
     if order is None:
         raise BackendError(f"no backends for device {device!r}")
+    if bf16 or fp16:  # autocast asked for: torch first, the graph backends (fp32) as fallbacks
+        order = ("torch", *(n for n in order if n != "torch"))
     skipped: list[tuple[str, str]] = []
     for candidate in order:
         if candidate == "torch" and model is None:
             skipped.append((candidate, "no model given"))
             continue
         try:
-            backend = _load_one(candidate, model, **kwargs)
+            opts = kwargs if candidate == "torch" else {**kwargs, "fp16": False, "bf16": False}
+            backend = _load_one(candidate, model, **opts)
         except (BackendError, ImportError, OSError) as exc:
             skipped.append((candidate, f"{type(exc).__name__}: {exc}"))
             if log is not None:

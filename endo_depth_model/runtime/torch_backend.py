@@ -1,4 +1,5 @@
-"""PyTorch backend: the ``nn.Module`` itself, on CPU or CUDA, with fp16 autocast and CUDA graphs on GPU."""
+"""PyTorch backend: the ``nn.Module`` itself, on CPU or CUDA, with bf16 autocast on CPUs that compute
+bfloat16 natively, fp16/bf16 autocast and CUDA graphs on GPU."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from endo_depth_model.models import FrameFeatures, VideoDepthAnything
 
 from .base import Backend, BackendError, BackendUnavailable, finish_output
+from .precision import PrecisionError, autocast, resolve_precision
 
 __all__ = ["TorchBackend", "CudaGraphRunner"]
 
@@ -44,7 +46,9 @@ class CudaGraphRunner:
 class TorchBackend(Backend):
     """``VideoDepthAnything`` run by PyTorch.
 
-    ``fp16``: autocast to float16 on CUDA (the model keeps its final convolutions in fp32).
+    ``precision``: ``fp32``, ``bf16`` (autocast to bfloat16; CPU with AMX / AVX512-BF16, or CUDA),
+    ``fp16`` (autocast to float16 on CUDA; the model keeps its final convolutions in fp32) or ``auto``
+    (:func:`~endo_depth_model.runtime.precision.resolve_precision`). ``fp16=True`` is ``precision="fp16"``.
     ``cuda_graphs``: capture one CUDA graph per input shape for the encoder and the head and replay it
     (CUDA only; shapes are fixed per stream, so one capture each suffices).
     """
@@ -57,22 +61,30 @@ class TorchBackend(Backend):
         device: str | torch.device = "cpu",
         fp16: bool = False,
         cuda_graphs: bool = False,
+        precision: str = "fp32",
     ) -> None:
         if not isinstance(model, VideoDepthAnything):
             raise BackendError(f"torch backend needs a VideoDepthAnything model, got {type(model).__name__}")
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"device {device} requested but CUDA is not available")
-        if (fp16 or cuda_graphs) and device.type != "cuda":
-            raise BackendError("fp16 autocast and CUDA graphs need a CUDA device")
+        if cuda_graphs and device.type != "cuda":
+            raise BackendError("CUDA graphs need a CUDA device")
+        try:
+            self.precision = resolve_precision("fp16" if fp16 else precision, device)
+        except PrecisionError as exc:
+            raise BackendError(str(exc)) from exc
         super().__init__(model.config, device)
         self.model = model.to(device).eval()
-        self.fp16 = bool(fp16)
         self.cuda_graphs = bool(cuda_graphs)
         self._graphs: dict[tuple, CudaGraphRunner] = {}
 
+    @property
+    def fp16(self) -> bool:
+        return self.precision == "fp16"
+
     def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.fp16)
+        return autocast(self.precision, self.device)
 
     def _encode_flat(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self._autocast():
@@ -123,7 +135,8 @@ class TorchBackend(Backend):
         return finish_output(raw, image_hw if image_hw is not None else features.image_hw)
 
     def describe(self) -> str:
-        extras = [x for x, on in (("fp16 autocast", self.fp16), ("CUDA graphs", self.cuda_graphs)) if on]
+        extras = [f"{self.precision} autocast"] if self.precision != "fp32" else []
+        extras += ["CUDA graphs"] if self.cuda_graphs else []
         return super().describe() + (f" [{', '.join(extras)}]" if extras else "")
 
     def close(self) -> None:

@@ -63,7 +63,7 @@ def test_tiny_bench_measures_both_backends(graphs, adapted_model, tmp_path):
         assert r["peak_rss_mib"] > 50
     assert "onnxruntime" in rows[1]["description"]
     md = bench.to_markdown(result, "endo-depth bench --encoder vitt")
-    assert "| torch | 56x70 | 4 | 2 |" in md and "| onnxruntime | 56x70 | 4 | 2 |" in md
+    assert "| torch | fp32 | 56x70 | 4 | 2 |" in md and "| onnxruntime | fp32 | 56x70 | 4 | 2 |" in md
     assert "Command: `endo-depth bench --encoder vitt`" in md and result["machine"]["cpu_count"] >= 1
     json.dumps(result)  # serialisable as written by --json
 

@@ -154,6 +154,7 @@ def test_infer_on_onnxruntime_backend_matches_torch(tmp_path, vitt_weights):
             "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights),
             "--input-size", "28", "42", "--device", "cpu", "--out", str(out),
             "--window", "8", "--overlap", "4", "--blend", "2", "--backend", backend, "--no-video",
+            "--precision", "fp32",  # fp32 parity (auto would run torch in bf16 on an AMX CPU)
         ]  # fmt: skip
         assert main(argv) == 0
         (seq,) = [p for p in out.iterdir() if p.is_dir()]
