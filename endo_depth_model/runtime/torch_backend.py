@@ -3,6 +3,7 @@ bfloat16 natively, fp16/bf16 autocast and CUDA graphs on GPU."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -76,6 +77,13 @@ class TorchBackend(Backend):
             raise BackendError(str(exc)) from exc
         super().__init__(model.config, device)
         self.model = model.to(device).eval()
+        self.head = self.model.head
+        if device.type == "cpu":
+            # oneDNN's convolutions are much faster in channels-last layout when channels are few, as in
+            # the head's full-resolution tail (docs/BENCHMARKS.md). The backend runs a channels-last
+            # copy of the head; the model itself keeps its layout (channels-last weights would break
+            # ONNX export and safetensors saving), so weights changed after this point are not seen.
+            self.head = copy.deepcopy(self.model.head).to(memory_format=torch.channels_last)
         self.cuda_graphs = bool(cuda_graphs)
         self._graphs: dict[tuple, CudaGraphRunner] = {}
 
@@ -95,7 +103,7 @@ class TorchBackend(Backend):
         self, t: int, patch_hw: tuple[int, int], output_frames: slice | None, *tokens: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         with self._autocast():
-            out = self.model.head(list(tokens), patch_hw, t, output_frames=output_frames)
+            out = self.head(list(tokens), patch_hw, t, output_frames=output_frames)
         return (out.float(),)
 
     def _run(self, key: tuple, fn: Callable, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

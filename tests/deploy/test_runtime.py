@@ -39,7 +39,9 @@ def test_torch_backend_equals_the_model(adapted_model, frames):
     with torch.no_grad():
         ref = adapted_model(frames)
     out = backend(frames)
-    assert out.shape == ref.shape and torch.equal(out, ref)
+    # on CPU the backend runs a channels-last copy of the head: same arithmetic, other summation order
+    assert out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    assert all(p.is_contiguous() for p in adapted_model.parameters())  # the model's layout is untouched
 
 
 def test_auto_on_cpu_prefers_onnxruntime(graphs, adapted_model, frames):
