@@ -58,7 +58,8 @@ class PipelineConfig:
     pose_input_scale: float = 0.75
     torch_threads: int = 0  # 0 = torch default
     # PyTorch compute precision (the torch depth backend and the pose network): auto = bf16 on a CPU
-    # with AMX / AVX512-BF16 (2-3x faster, depth within 0.2 % of fp32: docs/BENCHMARKS.md), else fp32
+    # with AMX / AVX512-BF16 (pipeline 1.25x faster, depth 0.09 % from fp32 on average:
+    # docs/BENCHMARKS.md), else fp32
     precision: str = "auto"
     backend: str = "torch"  # torch | onnxruntime | tensorrt | auto (endo_depth_model.runtime)
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth

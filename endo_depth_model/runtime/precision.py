@@ -3,8 +3,9 @@
 
 ``auto`` is bf16 on a CPU that computes bfloat16 natively and fp32 everywhere else. On such a CPU
 (Intel Sapphire Rapids and later, AMD Zen 4 and later) oneDNN runs the ViT's matrix products and the
-head's convolutions in bf16, which measured 2-3.6x faster per frame than fp32 on our machine with
-depth that differs from fp32 by about 0.1 % (docs/BENCHMARKS.md). On a CPU without it bf16 would be
+head's convolutions in bf16. On our machine that made VDA-S 1.8x faster per output frame (its encoder
+2x) and the shipped model's node pipeline 1.25x, with depth 0.09 % from fp32 on average
+(docs/BENCHMARKS.md). On a CPU without it bf16 would be
 emulated and slower than fp32, so asking for it there is refused. On CUDA ``auto`` stays fp32: fp16
 parity on a GPU has not been measured by us yet; ask for ``fp16`` (or the TensorRT backend) there.
 The model's weights stay fp32 in every case; autocast runs the heavy operators in the lower precision
