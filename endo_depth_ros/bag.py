@@ -444,7 +444,11 @@ def _cmd_play(args) -> int:
             if not args.loop:
                 break
         elapsed = time.monotonic() - t0
-        time.sleep(0.5)  # let the last messages leave
+        from endo_depth_ros.node_runner import flush_publishers
+
+        if not flush_publishers(node, timeout_s=5.0):  # reliable subscribers acknowledge the last messages
+            print("warning: not every reliable subscriber acknowledged the last messages within 5 s")
+        time.sleep(0.2)  # best-effort publishers have no acknowledgement: give the last messages time
     except BagError as exc:
         print(f"error: {exc}")
         return 2
