@@ -371,28 +371,20 @@ def convert_to_bag(source: str, out_dir: str | Path, storage: str = "mcap", **to
 # ---- CLI -----------------------------------------------------------------------------------------
 
 
-def _ros_session(name: str):
-    """rclpy with this project's environment and our own SIGINT/SIGTERM handling (for clean closing)."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
+def _tool_session(name: str):
+    """A :class:`~endo_depth_ros.node_runner.ToolSession` whose ``stop`` is set by SIGINT/SIGTERM
+    (the bag tools stop cleanly, closing the bag)."""
+    from endo_depth_ros.node_runner import ToolSession
 
-    from endo_depth_ros import ros_env
-
-    ros_env.apply()
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node(name)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
+    session = ToolSession(name)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return rclpy, node, executor, stop
+        signal.signal(sig, lambda *_: session.stop.set())
+    return session
 
 
 def _cmd_record(args) -> int:
-    rclpy, node, executor, stop = _ros_session("endo_depth_bag_recorder")
-    recorder = BagRecorder(node, args.output, args.topics or None, args.storage)
+    session = _tool_session("endo_depth_bag_recorder")
+    recorder = BagRecorder(session.node, args.output, args.topics or None, args.storage)
     t_end = time.monotonic() + args.duration if args.duration else None
     print(
         f"recording {'all topics' if not args.topics else ', '.join(args.topics)} to {args.output} "
@@ -400,17 +392,15 @@ def _cmd_record(args) -> int:
     )
     last_discovery = 0.0
     try:
-        while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
+        while not session.stop.is_set() and (t_end is None or time.monotonic() < t_end):
             if time.monotonic() - last_discovery > 0.5:
                 for topic in recorder.discover():
                     print(f"  + {topic}")
                 last_discovery = time.monotonic()
-            executor.spin_once(timeout_sec=0.05)
+            session.executor.spin_once(timeout_sec=0.05)
     finally:
         stats = recorder.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        session.close()
     print(f"wrote {stats.total} messages to {args.output}:")
     for topic, n in sorted(stats.messages.items()):
         print(f"  {topic}: {n}")
@@ -418,14 +408,11 @@ def _cmd_record(args) -> int:
 
 
 def _cmd_play(args) -> int:
-    rclpy, node, executor, stop = _ros_session("endo_depth_bag_player")
+    session = _tool_session("endo_depth_bag_player")
     remap = dict(r.split(":=", 1) for r in args.remap)
-    spin = threading.Thread(
-        target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)], daemon=True
-    )
     try:
         player = BagPlayer(
-            node,
+            session.node,
             args.bag,
             args.topics or None,
             args.rate,
@@ -433,32 +420,29 @@ def _cmd_play(args) -> int:
             args.pace_topic,
             max_in_flight=args.max_in_flight,
         )
-        spin.start()
+        session.start_spinning()
         if not player.wait_for_subscribers(args.wait):
             print(f"warning: not every topic has a subscriber after {args.wait:.0f} s; playing anyway")
         t0 = time.monotonic()
         loops = 0
-        while not stop.is_set():
-            counts = player.play(stop)
+        while not session.stop.is_set():
+            counts = player.play(session.stop)
             loops += 1
             if not args.loop:
                 break
         elapsed = time.monotonic() - t0
         from endo_depth_ros.node_runner import flush_publishers
 
-        if not flush_publishers(node, timeout_s=5.0):  # reliable subscribers acknowledge the last messages
+        if not flush_publishers(
+            session.node, timeout_s=5.0
+        ):  # reliable subscribers acknowledge the last messages
             print("warning: not every reliable subscriber acknowledged the last messages within 5 s")
         time.sleep(0.2)  # best-effort publishers have no acknowledgement: give the last messages time
     except BagError as exc:
         print(f"error: {exc}")
         return 2
     finally:
-        stop.set()
-        if spin.is_alive():
-            spin.join(timeout=2)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        session.close()
     total = sum(counts.values())
     print(f"played {total} messages in {elapsed:.1f} s ({loops} pass(es)):")
     for topic, n in sorted(counts.items()):

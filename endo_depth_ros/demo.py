@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -189,12 +187,9 @@ def save_preview(input_bag: Path, output_bag: Path, path: Path) -> Path:
 
 
 def run_demo(args) -> dict:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     from endo_depth_ros import ros_env
     from endo_depth_ros.bag import BagPlayer, BagRecorder, bag_info
+    from endo_depth_ros.node_runner import ToolSession, stop_process
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,14 +236,8 @@ def run_demo(args) -> dict:
     log = open(log_path, "w")  # noqa: SIM115 - closed below
     node_proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("endo_depth_demo")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-    spinner = threading.Thread(
-        target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)]
-    )
+    session = ToolSession("endo_depth_demo")
+    node = session.node
     output_bag = out / f"outputs_{time.strftime('%Y%m%d_%H%M%S')}"
     diagnostics = []
     result: dict = {}
@@ -270,7 +259,7 @@ def run_demo(args) -> dict:
             max_in_flight=48,
         )
         recorder = BagRecorder(node, output_bag, OUTPUT_TOPICS)
-        spinner.start()
+        session.start_spinning()
         deadline = time.monotonic() + args.startup_timeout
         while time.monotonic() < deadline and node_proc.poll() is None:
             recorder.discover()
@@ -283,7 +272,7 @@ def run_demo(args) -> dict:
             )
         print(f"[demo] replaying {input_bag.name}: {n_frames} frames on {image_topic}")
         t0 = time.monotonic()
-        player.play(stop)
+        player.play(session.stop)
         done = lambda: recorder.stats.messages.get(f"{NS}/depth/image", 0) >= n_frames  # noqa: E731
         while not done() and time.monotonic() - t0 < args.timeout and node_proc.poll() is None:
             recorder.discover()
@@ -309,18 +298,8 @@ def run_demo(args) -> dict:
             "scale_source": diag.get("scale_source", "?"),
         }
     finally:
-        stop.set()
-        if spinner.is_alive():
-            spinner.join(timeout=5)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        if node_proc.poll() is None:
-            node_proc.send_signal(signal.SIGINT)
-            try:
-                node_proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
+        session.close()
+        stop_process(node_proc, 15)
         log.close()
     result.update(evaluate_outputs(input_bag, output_bag))
     result["preview"] = str(save_preview(input_bag, output_bag, out / "preview.png"))

@@ -78,3 +78,61 @@ def run_node(node_factory: Callable, name: str, argv: list[str] | None = None) -
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+class ToolSession:
+    """The in-process rclpy node of a command-line tool (demo, soak, bag record/play).
+
+    This project's ROS settings applied, rclpy without its own signal handlers (each tool decides what
+    SIGINT means), a background spinner started on demand and stopped by ``stop``, and the ordered
+    teardown of :meth:`close`: spinner, executor, node, context.
+    """
+
+    def __init__(self, name: str) -> None:
+        import threading
+
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        from endo_depth_ros import ros_env
+
+        ros_env.apply()
+        self._rclpy = rclpy
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.stop = threading.Event()
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+
+    def _spin(self) -> None:
+        while not self.stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def start_spinning(self) -> None:
+        self._spinner.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self._spinner.is_alive():
+            self._spinner.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown()
+
+
+def stop_process(proc, timeout_s: float) -> int:
+    """SIGINT a node process still running, wait ``timeout_s`` for its orderly exit, else kill it;
+    returns its exit code."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+    return proc.returncode

@@ -152,15 +152,13 @@ def _node_command(params: dict[str, str]) -> list[str]:
 
 
 def run_soak(args) -> dict:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile
-    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image
 
     from endo_depth_ros import ros_env
     from endo_depth_ros.bag import BagPlayer, bag_info
+    from endo_depth_ros.node_runner import ToolSession, stop_process
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,17 +209,11 @@ def run_soak(args) -> dict:
     node_proc = subprocess.Popen(_node_command(params), env=env, stdout=log, stderr=subprocess.STDOUT)
     print(f"[soak] node started (pid {node_proc.pid}, log {log_path}); parameters {params}")
 
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("endo_depth_soak")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    session = ToolSession("endo_depth_soak")
+    node = session.node
     interrupted = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: interrupted.set())
-    spin_stop = threading.Event()
-    spinner = threading.Thread(
-        target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(spin_stop.is_set, True)]
-    )
     t0 = time.monotonic()
     stamps = _Stamps(image_topic, t0)
     samples: list[tuple[float, str, dict[str, str]]] = []
@@ -255,7 +247,7 @@ def run_soak(args) -> dict:
             pace_source=image_topic,
             max_in_flight=max_in_flight if args.find_rate else 48,
         )
-        spinner.start()
+        session.start_spinning()
         deadline = time.monotonic() + args.startup_timeout
         while time.monotonic() < deadline and node_proc.poll() is None and not interrupted.is_set():
             if player.wait_for_subscribers(0.2) and node.count_publishers(f"{NS}/depth/image") and samples:
@@ -309,21 +301,8 @@ def run_soak(args) -> dict:
             time.sleep(0.2)
         time.sleep(1.5)  # one more diagnostics message with the final counters
     finally:
-        spin_stop.set()
-        if spinner.is_alive():
-            spinner.join(timeout=5)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        if node_proc.poll() is None:
-            node_proc.send_signal(signal.SIGINT)
-            try:
-                node_rc = node_proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node_proc.kill()
-                node_rc = node_proc.wait()
-        else:
-            node_rc = node_proc.returncode
+        session.close()
+        node_rc = stop_process(node_proc, 30)
         log.close()
 
     frames = sorted(stamps.frames.values(), key=lambda r: r.stamp_ns)
