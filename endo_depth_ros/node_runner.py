@@ -136,3 +136,20 @@ def stop_process(proc, timeout_s: float) -> int:
             proc.kill()
             return proc.wait()
     return proc.returncode
+
+
+def declare_dataclass_parameters(node, cls, docs: dict[str, str]):
+    """Declare one read-only parameter per field of dataclass ``cls`` (default: the field's default,
+    description: ``docs[name]``) on ``node``; returns ``cls`` filled with the values given at start."""
+    from dataclasses import fields
+
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    defaults = cls()
+    values = {
+        f.name: node.declare_parameter(
+            f.name, getattr(defaults, f.name), ParameterDescriptor(description=docs[f.name], read_only=True)
+        ).value
+        for f in fields(cls)
+    }
+    return cls(**values)

@@ -23,12 +23,11 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
@@ -38,6 +37,7 @@ from std_msgs.msg import Header
 from endo_depth_model import geometry
 from endo_depth_model.data.simulator import EndoscopySimulator, preset
 from endo_depth_ros import conversions as conv
+from endo_depth_ros.node_runner import declare_dataclass_parameters
 
 NODE_NAME = "sim_endoscope"
 START_TIME_S = 1.0  # simulated time of frame 0 (a zero stamp reads as "unset" to many tools)
@@ -191,16 +191,7 @@ class SimEndoscope(Node):
         )
 
     def _declare_parameters(self) -> SimParams:
-        d = SimParams()
-        vals = {
-            f.name: self.declare_parameter(
-                f.name,
-                getattr(d, f.name),
-                ParameterDescriptor(description=PARAM_DOCS[f.name], read_only=True),
-            ).value
-            for f in fields(SimParams)
-        }
-        p = SimParams(**vals)
+        p = declare_dataclass_parameters(self, SimParams, PARAM_DOCS)
         problems = []
         if p.preset not in ("source", "target"):
             problems.append(f"preset must be source or target, got {p.preset!r}")

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
@@ -44,7 +43,7 @@ from sensor_msgs.msg import Image
 from endo_depth_model.image_encoding import image_to_numpy
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.msg import DepthAlignment
-from endo_depth_ros.node_runner import run_node
+from endo_depth_ros.node_runner import declare_dataclass_parameters, run_node
 from endo_depth_ros.sim_endoscope import central_window
 
 NODE_NAME = "standoff_controller"
@@ -299,16 +298,7 @@ def decide(
 class StandoffController(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        d = ControllerConfig()
-        vals = {
-            f.name: self.declare_parameter(
-                f.name,
-                getattr(d, f.name),
-                ParameterDescriptor(description=PARAM_DOCS[f.name], read_only=True),
-            ).value
-            for f in fields(ControllerConfig)
-        }
-        self.cfg = ControllerConfig(**vals)
+        self.cfg = declare_dataclass_parameters(self, ControllerConfig, PARAM_DOCS)
         self.cfg.validate()
         self.is_metric = False
         self.metric_scale = 1.0
