@@ -119,7 +119,7 @@ def machine_info(device: str) -> dict:
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -136,7 +136,8 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model name (``/proc/cpuinfo``), else what ``platform`` knows, else ``unknown``."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -336,25 +336,17 @@ def run_soak(args) -> dict:
 def machine() -> dict:
     import torch
 
+    from endo_depth_model.bench import cpu_name
+
     return {
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 # ---- analysis ------------------------------------------------------------------------------------
