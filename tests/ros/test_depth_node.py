@@ -17,17 +17,12 @@ from std_srvs.srv import Trigger
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.msg import DepthAlignment
 
-from .node_harness import SMALL, NodeProcess, Peer, make_weights, textured_frames
+from .node_harness import SMALL, NodeProcess, Peer, textured_frames
 
 pytestmark = pytest.mark.ros
 
 H, W = 48, 64
 K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return make_weights(tmp_path_factory.mktemp("weights"))
 
 
 def _header(i: int, frame_id: str = "endoscope_optical") -> Header:

@@ -16,18 +16,10 @@ from geometry_msgs.msg import PoseStamped
 
 from endo_depth_ros import conversions as conv
 
-from .node_harness import SMALL, NodeProcess, make_weights, textured_frames
-from .test_depth_node import _diag, _header, _image, _start
+from .node_harness import SMALL, NodeProcess, textured_frames
+from .test_depth_node import H, K, W, _diag, _header, _image, _start
 
 pytestmark = pytest.mark.ros
-
-H, W = 48, 64
-K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return make_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

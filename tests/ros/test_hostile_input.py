@@ -23,7 +23,7 @@ from std_msgs.msg import Header
 
 from endo_depth_ros import conversions as conv
 
-from .node_harness import SMALL, make_weights, textured_frames
+from .node_harness import SMALL, textured_frames
 from .test_depth_node import _diag, _header, _image, _start
 
 pytestmark = pytest.mark.ros
@@ -33,11 +33,6 @@ ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "16UC1", "32FC
 
 
 IMAGE_UNRELATED = ("bad_camera_info", "bad_robot_pose")  # rejection reasons of the other inputs
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return make_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,10 @@ import pytest
 
 from endo_depth_ros import conversions as conv
 
-from .node_harness import make_weights, textured_frames
+from .node_harness import textured_frames
 from .test_depth_node import _diag, _header, _image, _start
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return make_weights(tmp_path_factory.mktemp("weights"))
 
 
 def test_frames_slower_than_flush_after_s_are_not_flushed_between_frames(weights):
