@@ -140,12 +140,14 @@ class DPTHead(nn.Module):
         patch_h, patch_w = patch_hw
         rows = None
         if output_frames is not None:
-            n = tokens[0].shape[0]
-            picked = torch.arange(num_frames)[output_frames]
-            if picked.numel() == 0:
+            n, device = tokens[0].shape[0], tokens[0].device
+            picked = range(num_frames)[output_frames]
+            if len(picked) == 0:
                 raise ValueError(f"output_frames {output_frames} selects no frame of {num_frames}")
-            if picked.numel() < num_frames:
-                rows = (torch.arange(0, n, num_frames)[:, None] + picked[None]).flatten().to(tokens[0].device)
+            if len(picked) < num_frames:
+                # built on the tokens' device: a host-to-device copy here would break CUDA graph capture
+                first = torch.arange(0, n, num_frames, device=device)[:, None]
+                rows = (first + torch.arange(picked.start, picked.stop, picked.step, device=device)).flatten()
         layers = []
         for i, (project, resize, x) in enumerate(zip(self.projects, self.resize_layers, tokens, strict=True)):
             if i < 2 and rows is not None:  # layer_1 / layer_2 feed only the per-frame path

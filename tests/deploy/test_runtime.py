@@ -158,3 +158,23 @@ def test_torch_cuda_graphs_and_fp16_match_fp32(adapted_model, frames):
     half = load_backend("torch", model, device="cuda", fp16=True)(frames.cuda()).cpu()
     valid = ref > 1e-3
     assert ((half[valid] - ref[valid]).abs() / ref[valid]).mean().item() <= 0.01
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_with_fp16_and_selected_output_frames(adapted_model, frames):
+    """The streaming engine's head call on a GPU: fp16 autocast, CUDA graphs and a head that computes
+    only the last frames. The frame selection must not copy from the host inside the captured graph."""
+    from endo_depth_model.export import prepare_for_export
+
+    model = prepare_for_export(adapted_model)
+    x, last = frames.cuda(), slice(frames.shape[1] // 2, None)
+    plain = load_backend("torch", model, device="cuda")
+    ref = plain.decode(plain.encode(x), image_hw=HW, output_frames=last).cpu()
+    graphed = load_backend("torch", model, device="cuda", fp16=True, cuda_graphs=True)
+    feats = graphed.encode(x)
+    first = graphed.decode(feats, image_hw=HW, output_frames=last).cpu()  # capture
+    second = graphed.decode(feats, image_hw=HW, output_frames=last).cpu()  # replay
+    assert first.shape == ref.shape == (1, frames.shape[1] - frames.shape[1] // 2, *HW)
+    assert torch.equal(first, second)
+    valid = ref > 1e-3
+    assert ((first[valid] - ref[valid]).abs() / ref[valid]).mean().item() <= 0.01

@@ -33,7 +33,9 @@ class ToyVideoModel(nn.Module):
 
     def decode(self, features: torch.Tensor, image_hw=None) -> torch.Tensor:
         b, t = features.shape[:2]
-        pos = torch.linspace(0.0, 1.0, t, dtype=features.dtype)[None, :, None, None, None]
+        pos = torch.linspace(0.0, 1.0, t, dtype=features.dtype, device=features.device)[
+            None, :, None, None, None
+        ]
         mixed = features + features.mean(1, keepdim=True) * (0.5 + pos) + features.cumsum(1) / t
         out = F.softplus(self.out(mixed.flatten(0, 1))) + 0.05
         out = F.interpolate(out, size=image_hw, mode="bilinear", align_corners=True)
