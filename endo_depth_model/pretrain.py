@@ -45,6 +45,16 @@ class PretrainConfig:
     pose_steps: int = 0  # > 0: also pretrain the pose network on ground-truth relative poses
     pose_batch: int = 4
     pose_lr: float = 3e-4
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda[:N]
+
+
+def _device(name: str):
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def _normalise(x, valid):
@@ -135,7 +145,8 @@ def pretrain_pose(cfg: PretrainConfig, seqs: list[dict]) -> Path:
 
     torch.manual_seed(cfg.seed + 1)
     rng = np.random.default_rng(cfg.seed + 1)
-    net = PoseNet()
+    device = _device(cfg.device)
+    net = PoseNet().to(device)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.pose_lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -159,11 +170,11 @@ def pretrain_pose(cfg: PretrainConfig, seqs: list[dict]) -> Path:
             t_list.append(T_b_a[:3, 3])
 
         def batch(images):
-            return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0)
+            return torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div(255.0)
 
         axis_angle, translation = net(batch(a_list), batch(b_list))[:2]
-        aa_gt = torch.tensor(np.stack(aa_list), dtype=torch.float32)
-        t_gt = torch.tensor(np.stack(t_list), dtype=torch.float32)
+        aa_gt = torch.tensor(np.stack(aa_list), dtype=torch.float32, device=device)
+        t_gt = torch.tensor(np.stack(t_list), dtype=torch.float32, device=device)
         loss = (translation - t_gt).abs().mean() * 1000.0 + (axis_angle - aa_gt).abs().mean() * 100.0
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,17 +212,18 @@ def pretrain(cfg: PretrainConfig) -> Path:
         pretrain_pose(cfg, seqs)
     if cfg.steps <= 0:
         return out / f"{cfg.model}_pretrained.safetensors"
+    device = _device(cfg.device)
     model = build_vda(cfg.model)
     # A randomly initialised final conv can leave the last ReLU dead everywhere (zero output, no gradient):
     # start it alive, at a typical disparity level.
     last = model.head.scratch.output_conv2[2]
     torch.nn.init.normal_(last.weight, std=1e-3)
     torch.nn.init.constant_(last.bias, 0.02)
-    model.train()
+    model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
     log = []
     t0 = time.time()
     bar = tqdm(range(cfg.steps), desc="pretrain", unit="step")
@@ -223,8 +235,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         idx = start + stride * np.arange(cfg.clip)
         if rng.random() < 0.5:
             idx = idx[::-1].copy()  # time reversal: the temporal modules see both directions
-        rgb = torch.from_numpy(seq["rgb"][idx]).permute(0, 3, 1, 2).float().div(255.0)[None]
-        depth = torch.from_numpy(seq["depth"][idx])
+        rgb = torch.from_numpy(seq["rgb"][idx]).to(device).permute(0, 3, 1, 2).float().div(255.0)[None]
+        depth = torch.from_numpy(seq["depth"][idx]).to(device)
         if rng.random() < 0.5:
             rgb, depth = rgb.flip(-1), depth.flip(-1)
         valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)

@@ -8,6 +8,10 @@ r"""Where does a fine-tuned depth/pose pair lose accuracy? Two measurements on s
    after the best per-sequence affine fit in *disparity* (least squares of the predicted disparity to
    the ground truth's). The fit's slope ``a`` and offset ``c`` show how far the predicted disparity is
    from an affine image of the true one; the AbsRel after it is what the depth's shape alone allows.
+3. Scale agreement of the pair: ``depth_ratio`` is the median of predicted / true depth (before any
+   alignment) and ``scale_agreement`` = ``t_len_ratio / depth_ratio``. The node's kinematic scale mode
+   needs the pose network's translations in the depth's scale, i.e. an agreement near 1 (a pair at 0.1
+   makes the robot-measured scale ten times too small).
 
     .venv/bin/python scripts/diagnose_finetune.py runs/eval_target
     .venv/bin/python scripts/diagnose_finetune.py runs/eval_target \
@@ -58,6 +62,12 @@ def pose_errors(pose_net, frames, input_hw) -> dict[str, float]:
     }
 
 
+def depth_ratio(gt_m, pred_depth) -> float:
+    """Median of predicted / true depth over the valid ground-truth pixels (no alignment)."""
+    valid = np.isfinite(gt_m) & (gt_m > 0) & np.isfinite(pred_depth)
+    return float(np.median(pred_depth[valid] / gt_m[valid]))
+
+
 def disparity_fit(gt_m, pred_depth, min_depth, max_depth, cfg, T, K) -> dict[str, float]:
     from endo_depth_model.evaluate import evaluate_sequence
     from endo_depth_model.preprocess import depth_to_disparity, disparity_to_depth
@@ -88,6 +98,8 @@ def main() -> int:
     p.add_argument("--pose", default=None, help="pose network weights (default: checkpoint's, else shipped)")
     p.add_argument("--min-depth", type=float, default=0.001)
     p.add_argument("--max-depth", type=float, default=0.3)
+    p.add_argument("--device", default="cpu", help="torch device for the depth network (cpu)")
+    p.add_argument("--json", default=None, help="also write the rows and their mean here")
     args = p.parse_args()
 
     import torch
@@ -102,7 +114,7 @@ def main() -> int:
     weights = args.weights or (
         None if args.checkpoint else str(SHIPPED_MODEL_DIR / "vitt_endodav.safetensors")
     )
-    bundle = load_depth_model("vitt", weights, None, args.checkpoint, "cpu")
+    bundle = load_depth_model("vitt", weights, None, args.checkpoint, args.device)
     pose_path = args.pose or (
         str(Path(args.checkpoint) / "pose_net.safetensors")
         if args.checkpoint
@@ -118,7 +130,7 @@ def main() -> int:
         overlap=10,
         stride=None,
         blend=8,
-        device="cpu",
+        device=args.device,
         max_frames=None,
         min_depth=args.min_depth,
         max_depth=args.max_depth,
@@ -131,12 +143,19 @@ def main() -> int:
         pred, gt, T, K, _, _ = _predict_sequence(frames_sequence(seq, frames), bundle, run)
         row = {"sequence": seq.name, **disparity_fit(gt, pred, args.min_depth, args.max_depth, cfg, T, K)}
         row.update(pose_errors(pose_net, frames, run.input_size))
+        row["depth_ratio"] = depth_ratio(gt, pred)
+        row["scale_agreement"] = row["t_len_ratio"] / row["depth_ratio"]
         rows.append(row)
     print(f"depth: {weights or '-'} + {args.checkpoint or 'no checkpoint'}; pose: {pose_path}")
     cols = list(rows[0])
+    mean = {"sequence": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in cols[1:]}}
     print(" | ".join(cols))
-    for r in rows + [{"sequence": "mean", **{k: float(np.mean([r[k] for r in rows])) for k in cols[1:]}}]:
+    for r in rows + [mean]:
         print(" | ".join(str(r[k]) if k == "sequence" else f"{r[k]:.4g}" for k in cols))
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"rows": rows, "mean": mean}, indent=1))
     return 0
 
 

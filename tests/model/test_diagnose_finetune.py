@@ -79,3 +79,12 @@ def test_disparity_fit_recovers_an_affine_distortion(diag):
     assert row["slope_a"] == pytest.approx(4.0, rel=1e-6)
     assert row["offset_c"] == pytest.approx(-0.08, rel=1e-6)
     assert row["abs_rel_disp_fit"] < 1e-6 < 0.01 < row["abs_rel"]
+
+
+def test_depth_ratio_is_the_median_unaligned_scale(diag):
+    rng = np.random.default_rng(1)
+    gt = rng.uniform(0.01, 0.1, size=(2, 10, 12))
+    gt[0, 0, :4] = np.nan  # invalid ground truth is ignored
+    pred = 0.37 * gt
+    pred[1, 5, 5] = 50.0  # one outlier does not move a median
+    assert diag.depth_ratio(gt, pred) == pytest.approx(0.37, rel=1e-9)
