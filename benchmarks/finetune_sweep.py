@@ -74,12 +74,8 @@ def cli(*args) -> list[str]:
 
 def render(work: Path, frames: dict, jobs: int) -> None:
     """Every sequence of the recipe, in parallel processes."""
-    from endo_depth_model.pretrain import PretrainConfig
-
     logs = work / "logs"
-    tasks = []
-    for s in range(1000, 1012):
-        tasks.append(("source", s))
+    tasks = [("source", s) for s in range(1000, 1012)]
     specs = [
         ("target", s, frames["train"], (224, 280), work / f"ft_data/target_s{s}") for s in (11, 12, 13, 14)
     ]
@@ -90,14 +86,11 @@ def render(work: Path, frames: dict, jobs: int) -> None:
 
     def one(task):
         if task[0] == "source":
-            cfg = PretrainConfig(
-                out=str(work / "pretrain"), sequences=1, first_seed=task[1], frames=frames["source"]
-            )
-            # render_dataset caches one .npz per sequence; each subprocess renders one
+            # render_dataset caches one .npz per sequence under <out>/data; each subprocess renders one
             code = (
                 "from endo_depth_model.pretrain import PretrainConfig, render_dataset; "
-                f"render_dataset(PretrainConfig(out={cfg.out!r}, sequences=1, first_seed={cfg.first_seed}, "
-                f"frames={cfg.frames}))"
+                f"render_dataset(PretrainConfig(out={str(work / 'pretrain')!r}, sequences=1, "
+                f"first_seed={task[1]}, frames={frames['source']}))"
             )
             return sh([sys.executable, "-c", code], logs / f"render_source_{task[1]}.log")
         _, seed, n, (h, w), out = task
