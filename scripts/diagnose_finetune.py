@@ -1,4 +1,4 @@
-r"""Where does a fine-tuned depth/pose pair lose accuracy? Two measurements on sequences with ground truth.
+r"""Where does a fine-tuned depth/pose pair lose accuracy? Three measurements on sequences with ground truth.
 
 1. Pose network vs ground-truth relative motion of consecutive frames: rotation error (degrees, next to
    the true rotation per frame), translation direction error (degrees) and the median ratio of
