@@ -107,8 +107,9 @@ class SnippetAligner:
             exceeds this (None: never). 0.5 means the fit explains less than 75 % of the variance.
         scale_range: re-anchor when the fitted scale is outside ``[lo, hi]`` (None: never).
         clamp_min: aligned disparity below this is set to it (EndoDAV clamps at 0; None: no clamp).
-        fit: False turns alignment off (ablation): every snippet keeps its raw values (scale 1, shift 0)
-            and nothing is blended; frames are released on the same schedule.
+        fit: False turns alignment off (ablation, per-frame inference; overlap may then be 0): every
+            snippet keeps its raw values (scale 1, shift 0) and nothing is blended; frames are released
+            on the same schedule.
         max_fit_pixels: fit on a regular pixel subgrid when the shared frames hold more values than
             this (large images, small strides); None fits every pixel as EndoDAV does.
     """
@@ -123,7 +124,7 @@ class SnippetAligner:
         fit: bool = True,
         max_fit_pixels: int | None = None,
     ) -> None:
-        if overlap < 1:
+        if overlap < (1 if fit else 0):
             raise AlignError(f"overlap must be >= 1 shared frame, got {overlap}")
         if blend < 0 or blend == 1 or blend > overlap:
             raise AlignError(f"blend must be 0 or in [2, overlap={overlap}], got {blend}")
@@ -251,7 +252,7 @@ class SnippetAligner:
         """
         kept = self._history[: len(self._history) - self.n_pending]
         history = np.concatenate([kept, frames], axis=0)
-        self._history = np.ascontiguousarray(history[-self.overlap :])
+        self._history = np.ascontiguousarray(history[len(history) - self.overlap :])
         n_final = len(frames) - self.blend
         self._pending = frames[n_final:].copy() if self.blend else None
         return AlignOutput(np.ascontiguousarray(frames[:n_final]), stats)

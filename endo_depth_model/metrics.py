@@ -102,7 +102,10 @@ def mad_align(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> tuple[np.nd
     t_g, t_p = float(np.median(g)), float(np.median(p))
     s_g, s_p = float(np.mean(np.abs(g - t_g))), float(np.mean(np.abs(p - t_p)))
     if s_p <= 0:
-        raise MetricError("the prediction is constant over the valid pixels; MAD alignment is undefined")
+        # a constant prediction (e.g. the constant-depth baseline): its best MAD alignment is the flat
+        # ground-truth median
+        aligned = np.full(pred.shape, t_g, dtype=np.float64)
+        return aligned, {"t_gt": t_g, "s_gt": s_g, "t_pred": t_p, "s_pred": s_p}
     aligned = (pred.astype(np.float64) - t_p) * (s_g / s_p) + t_g
     return aligned, {"t_gt": t_g, "s_gt": s_g, "t_pred": t_p, "s_pred": s_p}
 

@@ -31,6 +31,9 @@ class PretrainConfig:
     sequences: int = 16
     frames: int = 32
     first_seed: int = 1000
+    #: scene mixture, e.g. ``lap:40,colon:20,source:8`` (kind:sequences); empty: ``sequences`` of ``preset``.
+    #: Kinds: source, target (fixed tube presets), colon (randomised lumen), lap (randomised laparoscopy)
+    mix: str = ""
     input_height: int = 224
     input_width: int = 280
     clip: int = 4
@@ -40,6 +43,15 @@ class PretrainConfig:
     min_depth: float = 0.001
     max_depth: float = 0.3
     level_weight: float = 0.1
+    grad_weight: float = 0.0  #: multi-scale gradient matching (MiDaS), 4 scales
+    temporal_weight: float = 0.0  #: temporal gradient matching (VDA) over consecutive clip frames
+    init: str = ""  #: start from these VDA weights (safetensors / .pth) instead of a random model
+    schedule: str = "onecycle"  #: onecycle | cosine (warm-up then cosine to 10 %; stretches on resume)
+    precision: str = "fp32"  #: fp32 | bf16 | auto (bf16 autocast on CPUs that have it)
+    checkpoint_minutes: float = 0.0  #: > 0: resumable state every N minutes (and at the end) in out/state.pt
+    resume: bool = False  #: continue from out/state.pt: model, optimiser, step and RNG (data position)
+    stop_at: int = 0  #: > 0: pause after this step (state saved; ``resume`` goes on to ``steps``)
+    max_minutes: float = 0.0  #: > 0: pause after this much training time (state saved)
     seed: int = 0
     threads: int = 0
     pose_steps: int = 0  # > 0: also pretrain the pose network on ground-truth relative poses
@@ -58,7 +70,7 @@ def _device(name: str):
 
 
 def _normalise(x, valid):
-    """Per-frame median / mean-absolute-deviation normalisation over valid pixels. x, valid (N, P)."""
+    """Per-row median / mean-absolute-deviation normalisation over valid pixels. x, valid (N, P)."""
     import torch
 
     xs = torch.where(valid, x, torch.nan)
@@ -72,59 +84,160 @@ def ssi_loss(pred, target, valid, level_weight: float = 0.1):
 
     ``pred``, ``target`` (N, H, W) disparity, ``valid`` (N, H, W) bool. Returns a scalar tensor.
     """
+    return ssi_terms(pred, target, valid, level_weight)[0]
+
+
+def ssi_terms(pred, target, valid, level_weight: float = 0.1, grad_scales: int = 0):
+    """(ssi + level, gradient-matching) losses; the second is 0 when ``grad_scales`` is 0.
+
+    Gradient matching (MiDaS): the residual of the normalised prediction and target, ``R = pn - tn``, is
+    differentiated along x and y at ``grad_scales`` scales (every 2^k-th pixel); the L1 of those
+    gradients over pixel pairs that are both valid, averaged over scales. It penalises blurred or
+    displaced edges that the per-pixel L1 alone tolerates.
+    """
     import torch
 
-    n = pred.shape[0]
+    n, h, w = pred.shape
     p, t, v = pred.reshape(n, -1), target.reshape(n, -1), valid.reshape(n, -1)
     pn, pmed = _normalise(p, v)
     tn, tmed = _normalise(t, v)
     l1 = ((pn - tn).abs() * v).sum() / v.sum().clamp_min(1)
     level = (torch.log(pmed.clamp_min(1e-6)) - torch.log(tmed.clamp_min(1e-6))).abs().mean()
-    return l1 + level_weight * level
+    grad = pred.new_zeros(())
+    if grad_scales > 0:
+        r = torch.where(v, pn - tn, 0.0).reshape(n, h, w)
+        m = valid.float()
+        for k in range(grad_scales):
+            step = 2**k
+            rk, mk = r[:, ::step, ::step], m[:, ::step, ::step]
+            mx = mk[:, :, 1:] * mk[:, :, :-1]
+            my = mk[:, 1:, :] * mk[:, :-1, :]
+            gx = (rk[:, :, 1:] - rk[:, :, :-1]).abs() * mx
+            gy = (rk[:, 1:, :] - rk[:, :-1, :]).abs() * my
+            grad = grad + (gx.sum() + gy.sum()) / (mx.sum() + my.sum()).clamp_min(1)
+        grad = grad / grad_scales
+    return l1 + level_weight * level, grad
+
+
+def temporal_gradient_loss(pred, target, valid, static_threshold: float = 0.05):
+    """VDA's temporal gradient matching on one clip. ``pred``, ``target`` (T, H, W) disparity.
+
+    Both are normalised once for the whole clip (median / MAD over every valid pixel of every frame), so
+    their frame-to-frame changes are comparable; the loss is the L1 between the predicted and the true
+    change, on pixels valid in both frames whose true change is below ``static_threshold`` of the
+    target's level (where the change is large, occlusions and disocclusions dominate).
+    """
+    if pred.shape[0] < 2:
+        return pred.new_zeros(())
+    v = valid.reshape(1, -1)
+    pn, _ = _normalise(pred.reshape(1, -1), v)
+    tn, _ = _normalise(target.reshape(1, -1), v)
+    pn, tn = pn.reshape(pred.shape), tn.reshape(target.shape)
+    dt_true = target[1:] - target[:-1]
+    level = target.detach().abs().mean().clamp_min(1e-6)
+    mask = valid[1:] & valid[:-1] & (dt_true.abs() < static_threshold * level)
+    diff = ((pn[1:] - pn[:-1]) - (tn[1:] - tn[:-1])).abs()
+    return (diff * mask).sum() / mask.sum().clamp_min(1)
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+#: seed offsets per scene kind, so that sequences of different kinds never share a seed
+_KIND_SEED = {"source": 0, "target": 0, "colon": 20_000, "lap": 40_000}
+
+
+def parse_mix(cfg: PretrainConfig) -> list[tuple[str, int]]:
+    """``[(kind, count)]`` of the mixture; the legacy single preset when ``mix`` is empty."""
+    if not cfg.mix.strip():
+        return [(cfg.preset, cfg.sequences)]
+    out = []
+    for part in cfg.mix.split(","):
+        kind, _, count = part.strip().partition(":")
+        if kind not in ("source", "target", "colon", "lap") or not count.strip().isdigit():
+            raise ValueError(
+                f"bad mix entry {part!r}: expected kind:count with kind in source, target, colon, lap"
+            )
+        out.append((kind, int(count)))
+    return out
+
+
+def render_sequence(kind: str, seed: int, frames: int, height: int, width: int) -> dict:
+    """One training sequence: rgb (N, H, W, 3) uint8, depth (N, H, W) float32 metres (NaN outside the
+    field of view), poses (N, 4, 4), and for laparoscopy the instrument masks."""
+    from endo_depth_model.data.laparoscopy import LaparoscopySimulator, laparoscopy_preset
+    from endo_depth_model.data.simulator import EndoscopySimulator, colon_preset, preset
+
+    if kind == "lap":
+        sim = LaparoscopySimulator(
+            laparoscopy_preset("lap", seed, n_frames=frames, height=height, width=width)
+        )
+        parts = [sim._render(k) for k in range(frames)]
+        return {
+            "rgb": np.stack([p[0] for p in parts]),
+            "depth": np.stack([p[1] for p in parts]),
+            "instruments": np.stack([p[2] for p in parts]),
+            "poses": sim.poses,
+        }
+    if kind == "colon":
+        cfg = colon_preset(seed, n_frames=frames, height=height, width=width)
+    else:
+        cfg = preset(kind, seed=seed, n_frames=frames, height=height, width=width)
+    sim = EndoscopySimulator(cfg)
+    fr = list(sim)
+    rgb = np.stack([f.rgb for f in fr])
+    depth = np.stack([f.depth for f in fr])
+    if kind == "colon":
+        rgb, depth = _scope_effects(rgb, depth, seed)
+    return {"rgb": rgb, "depth": depth, "poses": np.asarray(sim.poses, dtype=np.float64)}
+
+
+def _scope_effects(rgb: np.ndarray, depth: np.ndarray, seed: int):
+    """Colon scenes: a random scope border (black, NaN depth), blur and JPEG artefacts."""
+    import cv2
+
+    from endo_depth_model.data.laparoscopy import fov_border_mask
+
+    rng = np.random.default_rng([seed, 4242])
+    n, h, w = depth.shape
+    mask = fov_border_mask(
+        h, w, str(rng.choice(["none", "circle", "circle", "octagon"])), rng.uniform(0.85, 1.05)
+    )
+    blur = float(rng.choice([0.0, rng.uniform(0.3, 1.0)]))
+    quality = int(rng.choice([0, 0, rng.integers(40, 95)]))
+    rgb, depth = rgb.copy(), depth.copy()
+    for k in range(n):
+        img = rgb[k]
+        if blur > 0:
+            img = cv2.GaussianBlur(img, (0, 0), blur)
+        img[~mask] = 0
+        if quality > 0:
+            _, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+            img[~mask] = 0
+        rgb[k] = img
+        depth[k][~mask] = np.nan
+    return rgb, depth
 
 
 def render_dataset(cfg: PretrainConfig) -> list[dict]:
-    """Render (or load from ``out/data``) the source-domain sequences at the network input size."""
+    """Render (or load from ``out/data``) the training sequences at the network input size."""
     from tqdm import tqdm
-
-    from endo_depth_model.data.simulator import EndoscopySimulator, preset
 
     cache = Path(cfg.out) / "data"
     cache.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (kind, cfg.first_seed + _KIND_SEED[kind] + i) for kind, count in parse_mix(cfg) for i in range(count)
+    ]
     seqs = []
-    for i in tqdm(range(cfg.sequences), desc=f"render {cfg.preset} sequences", unit="seq"):
-        path = (
-            cache / f"{cfg.preset}_{cfg.first_seed + i}_{cfg.frames}_{cfg.input_height}x{cfg.input_width}.npz"
-        )
+    for kind, seed in tqdm(jobs, desc="render training sequences", unit="seq"):
+        path = cache / f"{kind}_{seed}_{cfg.frames}_{cfg.input_height}x{cfg.input_width}_v2.npz"
         if not path.is_file():
-            sim = EndoscopySimulator(
-                preset(
-                    cfg.preset,
-                    seed=cfg.first_seed + i,
-                    n_frames=cfg.frames,
-                    height=cfg.input_height,
-                    width=cfg.input_width,
-                )
-            )
-            frames = list(sim)
-            np.savez_compressed(
-                path,
-                rgb=np.stack([f.rgb for f in frames]),
-                depth=np.stack([f.depth for f in frames]),
-            )
+            data = render_sequence(kind, seed, cfg.frames, cfg.input_height, cfg.input_width)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, **data)
+            tmp.replace(path)
         with np.load(path) as data:
-            poses = EndoscopySimulator(
-                preset(
-                    cfg.preset,
-                    seed=cfg.first_seed + i,
-                    n_frames=cfg.frames,
-                    height=cfg.input_height,
-                    width=cfg.input_width,
-                )
-            ).poses  # camera-to-world, metres (cheap: the trajectory only)
-            seqs.append(
-                {"rgb": data["rgb"], "depth": data["depth"], "poses": np.asarray(poses, dtype=np.float64)}
-            )
+            seqs.append({k: data[k] for k in data.files} | {"kind": kind, "seed": seed})
     return seqs
 
 
@@ -193,13 +306,60 @@ def pretrain_pose(cfg: PretrainConfig, seqs: list[dict]) -> Path:
     return path
 
 
+def _lr_at(cfg: PretrainConfig, step: int) -> float:
+    """Cosine schedule: 5 % linear warm-up, then cosine from ``lr`` to 10 % of it at ``steps``. A pure
+    function of the step, so a resumed run (even one given more ``steps``) needs no scheduler state."""
+    warm = max(1, int(0.05 * cfg.steps))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    f = min(1.0, (step - warm) / max(1, cfg.steps - warm))
+    return float(cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + np.cos(np.pi * f))))
+
+
+def _save_state(path: Path, model, opt, sched, step: int, rng: np.random.Generator, log: list) -> None:
+    import torch
+
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict() if sched is not None else {},
+        "step": step,
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "log": json.dumps(log),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _sample_clip(cfg: PretrainConfig, seqs: list[dict], rng: np.random.Generator):
+    """One training clip: indices into a random sequence (stride 1-2, random direction) and a flip."""
+    seq = seqs[rng.integers(len(seqs))]
+    n = len(seq["rgb"])
+    stride = int(rng.integers(1, 3))
+    start = int(rng.integers(0, n - (cfg.clip - 1) * stride))
+    idx = start + stride * np.arange(cfg.clip)
+    if rng.random() < 0.5:
+        idx = idx[::-1].copy()  # time reversal: the temporal modules see both directions
+    return seq, idx, bool(rng.random() < 0.5)
+
+
 def pretrain(cfg: PretrainConfig) -> Path:
+    """Supervised depth pretraining on simulator ground truth; resumable (``resume``) from ``out/state.pt``.
+
+    Each step draws one clip (the RNG is part of the saved state, so a resumed run sees the same clips as
+    an uninterrupted one) and minimises the scale-and-shift-invariant loss on disparity plus, where
+    weighted, multi-scale gradient matching and temporal gradient matching. Pixels with NaN depth (the
+    scope's border, misses) are excluded from every term.
+    """
     import torch
     from tqdm import tqdm
 
-    from endo_depth_model.checkpoint import save_safetensors
+    from endo_depth_model.checkpoint import load_vda_weights, save_safetensors
     from endo_depth_model.models import build_vda
     from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, depth_to_disparity
+    from endo_depth_model.runtime.precision import autocast, resolve_precision
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -208,64 +368,136 @@ def pretrain(cfg: PretrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seqs = render_dataset(cfg)
+    kinds = {}
+    for q in seqs:
+        kinds[q["kind"]] = kinds.get(q["kind"], 0) + 1
+    print(
+        "training data: "
+        + ", ".join(f"{k} {v} sequences" for k, v in kinds.items())
+        + f" x {cfg.frames} frames at {cfg.input_height}x{cfg.input_width}"
+    )
     if cfg.pose_steps > 0:
         pretrain_pose(cfg, seqs)
     if cfg.steps <= 0:
         return out / f"{cfg.model}_pretrained.safetensors"
     device = _device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     model = build_vda(cfg.model)
-    # A randomly initialised final conv can leave the last ReLU dead everywhere (zero output, no gradient):
-    # start it alive, at a typical disparity level.
-    last = model.head.scratch.output_conv2[2]
-    torch.nn.init.normal_(last.weight, std=1e-3)
-    torch.nn.init.constant_(last.bias, 0.02)
+    if cfg.init:
+        report = load_vda_weights(model, cfg.init)
+        print(f"initialised from {cfg.init}: {report}")
+    else:
+        # A randomly initialised final conv can leave the last ReLU dead everywhere (zero output, no
+        # gradient): start it alive, at a typical disparity level.
+        last = model.head.scratch.output_conv2[2]
+        torch.nn.init.normal_(last.weight, std=1e-3)
+        torch.nn.init.constant_(last.bias, 0.02)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    sched = None
+    if cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    elif cfg.schedule != "cosine":
+        raise ValueError(f"schedule {cfg.schedule!r} must be onecycle or cosine")
+    state_path = out / "state.pt"
+    log: list[dict] = []
+    first_step = 0
+    if cfg.resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state["scheduler"]:
+            sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        log = json.loads(state["log"])
+        first_step = int(state["step"])
+        print(f"resumed from {state_path} at step {first_step}")
+    elif cfg.resume:
+        print(f"no {state_path} yet: starting a new run")
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
-    log = []
     t0 = time.time()
-    bar = tqdm(range(cfg.steps), desc="pretrain", unit="step")
+    last_save = time.time()
+    weights_path = out / f"{cfg.model}_pretrained.safetensors"
+    bar = tqdm(
+        range(first_step, cfg.steps), desc="pretrain", unit="step", initial=first_step, total=cfg.steps
+    )
     for step in bar:
-        seq = seqs[rng.integers(len(seqs))]
-        n = len(seq["rgb"])
-        stride = int(rng.integers(1, 3))
-        start = int(rng.integers(0, n - (cfg.clip - 1) * stride))
-        idx = start + stride * np.arange(cfg.clip)
-        if rng.random() < 0.5:
-            idx = idx[::-1].copy()  # time reversal: the temporal modules see both directions
+        if sched is None:
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(cfg, step)
+        seq, idx, flip = _sample_clip(cfg, seqs, rng)
         rgb = torch.from_numpy(seq["rgb"][idx]).to(device).permute(0, 3, 1, 2).float().div(255.0)[None]
         depth = torch.from_numpy(seq["depth"][idx]).to(device)
-        if rng.random() < 0.5:
+        if flip:
             rgb, depth = rgb.flip(-1), depth.flip(-1)
         valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)
         target = depth_to_disparity(torch.nan_to_num(depth, nan=cfg.max_depth), cfg.min_depth, cfg.max_depth)
-        pred = model((rgb - mean) / std)[0]
-        loss = ssi_loss(pred, target, valid, cfg.level_weight)
+        with autocast(precision, device):
+            pred = model((rgb - mean) / std)[0]
+        pred = pred.float()
+        ssi, grad = ssi_terms(pred, target, valid, cfg.level_weight, 4 if cfg.grad_weight > 0 else 0)
+        tgm = temporal_gradient_loss(pred, target, valid) if cfg.temporal_weight > 0 else pred.new_zeros(())
+        loss = ssi + cfg.grad_weight * grad + cfg.temporal_weight * tgm
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
-        log.append({"step": step + 1, "loss": float(loss), "lr": sched.get_last_lr()[0]})
+        if sched is not None:
+            sched.step()
+        log.append(
+            {
+                "step": step + 1,
+                "loss": loss.item(),
+                "ssi": ssi.item(),
+                "grad": grad.item(),
+                "tgm": tgm.item(),
+                "lr": opt.param_groups[0]["lr"],
+                "kind": seq["kind"],
+            }
+        )
         bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-20:]]):.4f}")
-        if (step + 1) % 100 == 0 or step + 1 == cfg.steps:
+        done = step + 1 == cfg.steps
+        pause = (cfg.stop_at > 0 and step + 1 >= cfg.stop_at) or (
+            cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
+        )
+        if (step + 1) % 100 == 0 or done:
             save_safetensors(
                 model,
-                out / f"{cfg.model}_pretrained.safetensors",
-                metadata={"config": cfg.model, "stage": "supervised-source", "step": str(step + 1)},
+                weights_path,
+                metadata={"config": cfg.model, "stage": "supervised-pretraining", "step": str(step + 1)},
             )
+        if pause and not done:
+            save_safetensors(
+                model,
+                weights_path,
+                metadata={"config": cfg.model, "stage": "supervised-pretraining", "step": str(step + 1)},
+            )
+        if (cfg.checkpoint_minutes > 0 or pause) and (
+            done or pause or time.time() - last_save > 60 * cfg.checkpoint_minutes
+        ):
+            _save_state(state_path, model, opt, sched, step + 1, rng, log)
+            last_save = time.time()
+        if pause:
+            print(f"\npaused at step {step + 1} of {cfg.steps}: continue with --resume")
+            break
     minutes = (time.time() - t0) / 60
     (out / "pretrain_log.json").write_text(
         json.dumps({"config": asdict(cfg), "minutes": minutes, "log": log})
     )
-    first, last = np.mean([r["loss"] for r in log[:20]]), np.mean([r["loss"] for r in log[-20:]])
+    if log:
+        first, last = np.mean([r["loss"] for r in log[:20]]), np.mean([r["loss"] for r in log[-20:]])
+        print(
+            f"\npretrained {cfg.model}: steps {first_step} -> {log[-1]['step']} of {cfg.steps} in "
+            f"{minutes:.1f} min ({precision}, {device}); loss (first / last 20 steps of the run's log) "
+            f"{first:.4f} -> {last:.4f}"
+        )
     print(
-        f"\npretrained {cfg.model} for {cfg.steps} steps in {minutes:.1f} min: loss {first:.4f} -> {last:.4f}"
+        f"weights: {weights_path}"
+        + (f"; resumable state: {state_path}" if cfg.checkpoint_minutes > 0 else "")
     )
-    print(f"weights: {out / f'{cfg.model}_pretrained.safetensors'}")
-    return out / f"{cfg.model}_pretrained.safetensors"
+    return weights_path
 
 
 def register(subparsers) -> None:
@@ -274,5 +506,8 @@ def register(subparsers) -> None:
     )
     d = PretrainConfig()
     for name, value in asdict(d).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        if isinstance(value, bool):
+            p.add_argument(f"--{name.replace('_', '-')}", action="store_true", default=value)
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     p.set_defaults(func=lambda a: pretrain(PretrainConfig(**{k: getattr(a, k) for k in asdict(d)})) and 0)

@@ -41,6 +41,7 @@ __all__ = [
     "SimulatorConfigError",
     "PRESETS",
     "preset",
+    "colon_preset",
     "EndoscopySimulator",
 ]
 
@@ -853,3 +854,63 @@ class EndoscopySimulator:
                 "rotation_events": self.trajectory.events,
             },
         )
+
+
+def colon_preset(seed: int, **overrides) -> SimulatorConfig:
+    """Domain-randomised colon / lumen scene for ``seed``: the target preset with lumen shape (radius,
+    folds, haustra, bends), texture, colour, light and motion drawn from wide ranges; the shape is
+    re-drawn (with a derived seed) until the camera path stays inside the lumen."""
+    rng = np.random.default_rng([seed, 31337])
+    for attempt in range(20):
+        base = _target()
+        cfg = replace(
+            base,
+            seed=seed + 100_000 * attempt,
+            fov_deg=float(rng.uniform(70, 110)),
+            geometry=replace(
+                base.geometry,
+                shape=str(rng.choice(["tube", "tube", "cavity"])),
+                radius_mm=float(rng.uniform(8, 18)),
+                bump_amplitude=float(rng.uniform(0.03, 0.2)),
+                bump_wavelength_mm=float(rng.uniform(15, 45)),
+                fold_depth=float(rng.uniform(0.05, 0.45)),
+                fold_spacing_mm=float(rng.uniform(10, 32)),
+                fold_sharpness=float(rng.uniform(1.5, 7)),
+                bend_amplitude_mm=float(rng.uniform(2, 12)),
+            ),
+            texture=replace(
+                base.texture,
+                vessel_density=float(rng.uniform(0.3, 2.5)),
+                vessel_contrast=float(rng.uniform(0.2, 0.7)),
+                mottle_strength=float(rng.uniform(0.05, 0.3)),
+                grain_strength=float(rng.uniform(0.02, 0.09)),
+            ),
+            colour=ColourConfig(
+                base_rgb=tuple(float(v) for v in rng.uniform([0.7, 0.25, 0.2], [0.95, 0.6, 0.45])),
+                vessel_rgb=tuple(float(v) for v in rng.uniform([0.3, 0.02, 0.05], [0.6, 0.2, 0.2])),
+                hue_jitter=float(rng.uniform(0.02, 0.07)),
+            ),
+            lighting=replace(
+                base.lighting,
+                intensity=float(rng.uniform(0.6, 1.8)),
+                specular=float(rng.uniform(0.1, 0.9)),
+                shininess=float(rng.uniform(20, 90)),
+                vignetting=float(rng.uniform(0.1, 0.5)),
+                noise_std=float(rng.uniform(0.004, 0.02)),
+            ),
+            motion=replace(
+                base.motion,
+                speed_mm_s=float(rng.uniform(4, 18)),
+                wobble_deg=float(rng.uniform(1, 6)),
+                rotation_deg=float(rng.uniform(5, 35)),
+                lateral_offset=float(rng.uniform(0.05, 0.3)),
+            ),
+        )
+        cfg = replace(cfg, **overrides)
+        try:
+            cfg.validate()
+            EndoscopySimulator(replace(cfg, height=8, width=8, n_frames=cfg.n_frames))
+            return cfg
+        except SimulatorConfigError:
+            continue
+    raise SimulatorConfigError(f"no valid colon scene for seed {seed} in 20 draws")

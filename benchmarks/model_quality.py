@@ -1,0 +1,274 @@
+"""Benchmark: does the depth model see? Held-out synthetic presets against honest baselines, and the
+two real clips.
+
+Held-out presets (never used in training; rendered once into ``--data``):
+
+* ``tube``: the target tube preset, seeds 31-33 (the model card's earlier held-out set);
+* ``lap``: domain-randomised laparoscopy with instruments, seeds 9001-9003;
+* ``lap_unseen``: laparoscopy with textures and lighting that training never draws, seeds 9101-9103.
+
+Methods: the model with EndoDAV's aligned streaming (T = 32, overlap 10), the model per frame (T = 1,
+no alignment), the light heuristic (depth ∝ 1/sqrt(blurred grey)) and a constant depth. Pixels outside
+the scope's field of view (detected from the images) are excluded everywhere.
+
+Reported per preset and method: per-frame AbsRel and δ<1.25 (median scaling per frame), per-sequence
+AbsRel, δ<1.25 and TAE (one MAD alignment per sequence), the depth range ratio (p95/p5 predicted over
+true, median over frames), instrument order (share of frames showing an instrument whose pixels are
+predicted nearer than the tissue around them) and edge ordinal accuracy. On the real clips
+(``../shared/data/real``, skipped when absent): flicker (aligned and per frame, and their ratio) and a
+preview image input | depth per clip.
+
+    .venv/bin/python benchmarks/model_quality.py --out benchmarks/results/model_quality.json
+    .venv/bin/python benchmarks/model_quality.py --weights runs/pretrain_v2/vitt_pretrained.safetensors \\
+        --out /tmp/q.json --previews /tmp/q
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PRESETS = {"tube": [31, 32, 33], "lap": [9001, 9002, 9003], "lap_unseen": [9101, 9102, 9103]}
+REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path) -> dict:
+    from endo_depth_model.data.laparoscopy import LaparoscopySimulator, laparoscopy_preset
+    from endo_depth_model.data.simulator import EndoscopySimulator
+    from endo_depth_model.data.simulator import preset as tube_preset
+
+    path = cache / f"{preset}_{seed}_{frames}_{hw[0]}x{hw[1]}.npz"
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        if preset == "tube":
+            sim = EndoscopySimulator(
+                tube_preset("target", seed=seed, n_frames=frames, height=hw[0], width=hw[1])
+            )
+            fr = list(sim)
+            data = {
+                "rgb": np.stack([f.rgb for f in fr]),
+                "depth": np.stack([f.depth for f in fr]),
+                "instruments": np.zeros((frames, *hw), bool),
+                "poses": sim.poses,
+                "K": sim.K,
+            }
+        else:
+            sim = LaparoscopySimulator(
+                laparoscopy_preset(preset, seed, n_frames=frames, height=hw[0], width=hw[1])
+            )
+            parts = [sim._render(k) for k in range(frames)]
+            data = {
+                "rgb": np.stack([p[0] for p in parts]),
+                "depth": np.stack([p[1] for p in parts]),
+                "instruments": np.stack([p[2] for p in parts]),
+                "poses": sim.poses,
+                "K": sim.K,
+            }
+        np.savez_compressed(path, **data)
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def predict(bundle, rgbs: np.ndarray, per_frame: bool, min_depth: float, max_depth: float) -> np.ndarray:
+    from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
+    from endo_depth_model.streaming import StreamingDepth
+
+    if per_frame:
+        kw = {"window": 1, "overlap": 0, "blend": 0, "align": False}
+    else:
+        kw = {"window": 32, "overlap": 10, "blend": 8}
+    engine = StreamingDepth(bundle.model, Preprocessor(input_hw=(224, 280)), **kw)
+    disp = []
+    for rgb in rgbs:
+        disp += [r.disparity for r in engine.push(rgb)]
+    disp += [r.disparity for r in engine.flush()]
+    return np.asarray(disparity_to_depth(np.stack(disp), min_depth, max_depth), dtype=np.float64)
+
+
+def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
+    from endo_depth_model.evaluate import EvalConfig, evaluate_sequence, summarise
+    from endo_depth_model.quality import depth_range_ratio, edge_ordinal_accuracy, instrument_nearer
+
+    gt = np.where(fov[None], data["depth"], np.nan)
+    pred = np.where(fov[None], pred, np.nan)
+    pred_filled = np.nan_to_num(pred, nan=1.0)
+    cfg = EvalConfig()
+    out = {}
+    pf = summarise("m", [evaluate_sequence("s", gt, pred_filled, "per-frame", cfg)])
+    ps = summarise(
+        "m", [evaluate_sequence("s", gt, pred_filled, "per-sequence", cfg, data["poses"], data["K"])]
+    )
+    out["per_frame_abs_rel"], out["per_frame_a1"] = pf.metrics["abs_rel"], pf.metrics["a1"]
+    out["per_seq_abs_rel"], out["per_seq_a1"], out["tae"] = ps.metrics["abs_rel"], ps.metrics["a1"], ps.tae
+    ranges, edges, order = [], [], []
+    for k in range(len(gt)):
+        valid = np.isfinite(gt[k])
+        ranges.append(depth_range_ratio(pred[k], gt[k], valid))
+        edges.append(edge_ordinal_accuracy(pred[k], gt[k], valid))
+        inst = data["instruments"][k] & valid
+        if inst.sum() >= 30:
+            r = instrument_nearer(pred[k], inst, valid)
+            if r is not None:
+                order.append(r)
+    out["range_ratio"] = float(np.nanmedian(ranges))
+    out["edge_accuracy"] = float(np.nanmean(edges)) if np.isfinite(edges).any() else float("nan")
+    out["instrument_frames"] = len(order)
+    out["instrument_nearer"] = float(np.mean(order)) if order else float("nan")
+    return out
+
+
+def read_clip(path: Path, max_frames: int, width: int = 640) -> np.ndarray:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < max_frames:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        h, w = bgr.shape[:2]
+        bgr = cv2.resize(bgr, (width, int(round(h * width / w / 2)) * 2), interpolation=cv2.INTER_AREA)
+        frames.append(bgr[..., ::-1].copy())
+    return np.stack(frames)
+
+
+def main() -> int:
+    import cv2
+    import torch
+    from tqdm import tqdm
+
+    from endo_depth_model.colormap import colorize_depth
+    from endo_depth_model.fov import detect_fov
+    from endo_depth_model.infer import load_depth_model
+    from endo_depth_model.quality import constant_depth, flicker, light_heuristic_depth
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--weights", type=Path, default=ROOT / "endo_depth_model/weights/vitt_endodav.safetensors"
+    )
+    ap.add_argument("--label", default="model")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/model_quality.json")
+    ap.add_argument("--data", type=Path, default=ROOT / "runs/quality_data")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--size", type=int, nargs=2, default=(256, 320))
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS))
+    ap.add_argument("--real-frames", type=int, default=63)
+    ap.add_argument("--previews", type=Path, default=None, help="folder for input | depth preview PNGs")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from safetensors import safe_open
+
+    with safe_open(str(args.weights), framework="pt") as f:
+        meta = f.metadata() or {}
+    lo, hi = float(meta.get("min_depth", 0.001)), float(meta.get("max_depth", 0.3))
+    bundle = load_depth_model("vitt", args.weights)
+    t0 = time.time()
+    methods = ["aligned", "per_frame", "light_heuristic", "constant"]
+    results: dict = {"weights": str(args.weights), "label": args.label, "presets": {}, "real": {}}
+    for preset in args.presets:
+        rows = {m: [] for m in methods}
+        for seed in tqdm(PRESETS[preset], desc=f"{preset}", unit="seq"):
+            data = render(preset, seed, args.frames, tuple(args.size), args.data)
+            fov = detect_fov(data["rgb"]).mask
+            preds = {
+                "aligned": predict(bundle, data["rgb"], False, lo, hi),
+                "per_frame": predict(bundle, data["rgb"], True, lo, hi),
+                "light_heuristic": np.stack([light_heuristic_depth(x) for x in data["rgb"]]),
+                "constant": np.stack([constant_depth(x) for x in data["rgb"]]),
+            }
+            for m in methods:
+                rows[m].append(score(preds[m], data, fov))
+        summary = {}
+        for m in methods:
+            keys = rows[m][0].keys()
+            summary[m] = {
+                k: (
+                    int(np.sum([r[k] for r in rows[m]]))
+                    if k == "instrument_frames"
+                    else float(np.nanmean([np.nan if r[k] is None else r[k] for r in rows[m]]))
+                )
+                for k in keys
+            }
+        results["presets"][preset] = summary
+    # real clips: flicker and previews
+    clips = {
+        "endonerf_pulling": REAL / "endonerf_pulling/pulling_gt.mp4",
+        "laparoscopic_rvim": REAL / "laparoscopic_rvim/endo.mp4",
+    }
+    for name, path in clips.items():
+        if not path.is_file():
+            print(f"real clip {path} not found: skipped")
+            continue
+        rgbs = read_clip(path, args.real_frames, width=320)
+        fov = detect_fov(rgbs).mask
+        aligned = predict(bundle, rgbs, False, lo, hi)
+        single = predict(bundle, rgbs, True, lo, hi)
+        fa, fs = flicker(aligned, rgbs, fov), flicker(single, rgbs, fov)
+        heur = np.stack([light_heuristic_depth(x) for x in rgbs])
+        results["real"][name] = {
+            "frames": len(rgbs),
+            "fov_fraction": float(fov.mean()),
+            "flicker_aligned": fa,
+            "flicker_per_frame": fs,
+            "flicker_ratio": fa / fs if fs > 0 else float("nan"),
+        }
+        if args.previews is not None:
+            args.previews.mkdir(parents=True, exist_ok=True)
+            tiles = []
+            for k in np.linspace(0, len(rgbs) - 1, 3).astype(int):
+                d = np.where(fov, aligned[k], np.nan)
+                hh = np.where(fov, heur[k], np.nan)
+                tiles.append(
+                    np.concatenate(
+                        [rgbs[k], colorize_depth(d, cmap="inferno"), colorize_depth(hh, cmap="inferno")], 1
+                    )
+                )
+            cv2.imwrite(str(args.previews / f"{name}_{args.label}.png"), np.concatenate(tiles, 0)[..., ::-1])
+    results["minutes"] = (time.time() - t0) / 60
+    results["machine"] = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    # one-screen summary
+    print(f"\n{args.label}: {args.weights}")
+    cols = [
+        "per_frame_abs_rel",
+        "per_seq_abs_rel",
+        "per_seq_a1",
+        "tae",
+        "range_ratio",
+        "instrument_nearer",
+        "edge_accuracy",
+    ]
+    print(f"{'preset':<11}{'method':<17}" + "".join(f"{c[:14]:>15}" for c in cols))
+    for preset, summary in results["presets"].items():
+        for m, r in summary.items():
+            print(
+                f"{preset:<11}{m:<17}"
+                + "".join(f"{r[c]:>15.3f}" if r[c] is not None else f"{'-':>15}" for c in cols)
+            )
+    for name, r in results["real"].items():
+        print(
+            f"real {name}: flicker aligned {r['flicker_aligned']:.4f}, "
+            f"per frame {r['flicker_per_frame']:.4f}, "
+            f"ratio {r['flicker_ratio']:.2f}; field of view {100 * r['fov_fraction']:.0f} %"
+        )
+    print(f"saved {args.out} ({results['minutes']:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Field-of-view detection: circular and octagonal borders, dark instruments at the border, frames with
+nothing visible, and the live tracker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from endo_depth_model.data.laparoscopy import fov_border_mask
+from endo_depth_model.fov import FovTracker, detect_fov
+
+
+def _scene(h=120, w=160, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(60, 220, (h // 8 + 1, w // 8 + 1, 3))
+    img = np.kron(base, np.ones((8, 8, 1)))[:h, :w]
+    return np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+@pytest.mark.parametrize("kind,radius", [("circle", 0.8), ("circle", 0.92), ("octagon", 0.9)])
+def test_borders_are_found(kind, radius):
+    truth = fov_border_mask(120, 160, kind, radius)
+    img = _scene()
+    img[~truth] = 0
+    found = detect_fov(img)
+    assert found.kind == "border" and found.ok
+    import cv2
+
+    core = cv2.erode(truth.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    assert found.mask[core].mean() > 0.995  # everything 3 px inside the stop is found
+    assert (found.mask & ~truth).mean() < 1e-3  # border pixels are not claimed (sub-pixel tangents aside)
+    assert _iou(found.mask, truth) > 0.93
+
+
+def test_black_instrument_touching_the_border_stays_inside():
+    truth = fov_border_mask(120, 160, "circle", 0.8)
+    img = _scene(seed=1)
+    img[~truth] = 0
+    img[55:65, 0:80] = 3  # a black shaft entering from the left border
+    found = detect_fov(img)
+    shaft = np.zeros_like(truth)
+    shaft[55:65, 30:80] = True
+    shaft &= truth
+    assert found.mask[shaft].mean() > 0.95
+
+
+def test_no_border_and_nothing_visible():
+    img = _scene(seed=2)
+    assert detect_fov(img).kind == "none" and detect_fov(img).mask.all()
+    white = np.full((40, 50, 3), 255, np.uint8)  # all specular
+    assert detect_fov(white).kind == "none"
+    black = np.zeros((40, 50, 3), np.uint8)
+    found = detect_fov(black)
+    assert found.kind == "empty" and not found.ok and not found.mask.any()
+    with pytest.raises(ValueError, match="images"):
+        detect_fov(np.zeros((40, 50), np.uint8))
+
+
+def test_several_frames_fill_a_shadow():
+    truth = fov_border_mask(120, 160, "circle", 0.8)
+    frames = np.stack([_scene(seed=s) for s in range(3)])
+    frames[:, ~truth] = 0
+    frames[0, 50:70, 60:100] = 0  # a shadow in one frame only, touching nothing
+    frames[0][~truth] = 0
+    found = detect_fov(frames)
+    assert found.mask[55:65, 65:95].all()
+
+
+def test_tracker_keeps_its_mask_through_a_black_frame_and_follows_a_change():
+    truth = fov_border_mask(120, 160, "circle", 0.8)
+    img = _scene(seed=3)
+    img[~truth] = 0
+    tracker = FovTracker(every=3)
+    first = tracker.update(img)
+    assert first.kind == "border"
+    black = tracker.update(np.zeros_like(img))
+    assert black.kind == "empty"  # this frame shows nothing
+    again = tracker.update(img)
+    assert _iou(again.mask, first.mask) > 0.99  # the good mask was kept
+    plain = _scene(seed=4)
+    for _ in range(3):
+        latest = tracker.update(plain)
+    assert latest.kind == "none"  # a new scope without a border

@@ -1,0 +1,97 @@
+"""Supervised pretraining: the field's losses, and a resumed run that equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from endo_depth_model.pretrain import (
+    PretrainConfig,
+    parse_mix,
+    pretrain,
+    ssi_terms,
+    temporal_gradient_loss,
+)
+
+
+def _disparity(n=3, h=32, w=40):
+    v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    base = 1.0 + 0.02 * u + 0.5 * ((u > 15) & (u < 28) & (v > 8) & (v < 24))
+    return torch.stack([base * (1 + 0.05 * k) + 0.01 * k for k in range(n)]).float()
+
+
+def test_ssi_and_gradient_matching_ignore_scale_and_shift_but_see_blur():
+    t = _disparity()
+    valid = torch.ones_like(t, dtype=torch.bool)
+    ssi, grad = ssi_terms(3.0 * t + 2.0, t, valid, level_weight=0.0, grad_scales=4)
+    assert ssi < 1e-5 and grad < 1e-5
+    blurred = torch.nn.functional.avg_pool2d(t[:, None], 5, 1, 2, count_include_pad=False)[:, 0]
+    ssi_b, grad_b = ssi_terms(blurred, t, valid, level_weight=0.0, grad_scales=4)
+    assert grad_b > 0.05 and ssi_b > 0
+    # invalid pixels (the scope border) do not count: garbage there changes nothing
+    valid[:, :, :4] = False
+    junk = t.clone()
+    junk[:, :, :4] = 1e3
+    a = ssi_terms(junk, t, valid, 0.0, 4)
+    b = ssi_terms(t, t, valid, 0.0, 4)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def test_temporal_gradient_matching_sees_flicker_only():
+    t = _disparity(4)
+    valid = torch.ones_like(t, dtype=torch.bool)
+    assert temporal_gradient_loss(2.0 * t + 1.0, t, valid) < 1e-5
+    flick = t * (1 + 0.1 * (torch.arange(4) % 2)).view(4, 1, 1)
+    assert temporal_gradient_loss(flick, t, valid) > 0.05
+    assert temporal_gradient_loss(t[:1], t[:1], valid[:1]) == 0
+
+
+def test_mix_parsing():
+    assert parse_mix(PretrainConfig(mix="lap:3, colon:2")) == [("lap", 3), ("colon", 2)]
+    assert parse_mix(PretrainConfig(preset="source", sequences=4)) == [("source", 4)]
+    with pytest.raises(ValueError, match="kind:count"):
+        parse_mix(PretrainConfig(mix="abdomen:3"))
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    common = dict(
+        mix="lap:1,colon:1",
+        frames=5,
+        input_height=42,
+        input_width=56,
+        clip=3,
+        steps=4,
+        lr=1e-3,
+        grad_weight=0.5,
+        temporal_weight=0.5,
+        schedule="cosine",
+        device="cpu",
+    )
+    whole = PretrainConfig(out=str(tmp_path / "whole"), checkpoint_minutes=1000.0, **common)
+    pretrain(whole)
+    split_dir = tmp_path / "split"
+    split_dir.mkdir()
+    shutil.copytree(tmp_path / "whole/data", split_dir / "data")  # same rendered data, no re-render
+    pretrain(PretrainConfig(out=str(split_dir), stop_at=2, **common))
+    state = torch.load(split_dir / "state.pt", weights_only=True)
+    assert state["step"] == 2
+    pretrain(PretrainConfig(out=str(split_dir), resume=True, **common))
+    a = load_file(tmp_path / "whole/vitt_pretrained.safetensors")
+    b = load_file(split_dir / "vitt_pretrained.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = json.loads((split_dir / "pretrain_log.json").read_text())["log"]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    # and training moved the weights
+    first = PretrainConfig(out=str(tmp_path / "zero"), **{**common, "steps": 1})
+    shutil.copytree(tmp_path / "whole/data", tmp_path / "zero/data")
+    pretrain(first)
+    c = load_file(tmp_path / "zero/vitt_pretrained.safetensors")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert np.isfinite([r["loss"] for r in log]).all()
