@@ -139,6 +139,8 @@ class SnippetAligner:
         if max_fit_pixels is not None and max_fit_pixels < 2:
             raise AlignError(f"max_fit_pixels must be >= 2 or None, got {max_fit_pixels}")
         self.max_fit_pixels = max_fit_pixels
+        #: (H, W) bool pixels the fits may use (the scope's field of view); None: every pixel
+        self.fit_mask: np.ndarray | None = None
         self._history: np.ndarray | None = None  # (overlap, H, W) float32, aligned, newest last
         self._pending: np.ndarray | None = None  # (blend, H, W) float32, aligned but not yet final
 
@@ -212,6 +214,9 @@ class SnippetAligner:
             stats = AlignStats(1.0, 0.0, float("nan"), self.overlap, False, "")
             return self._release(np.concatenate([pending, new_raw.astype(np.float32)], axis=0), stats)
         fit_raw, target = self._fit_view(shared_raw), self._fit_view(self._history)
+        if self.fit_mask is not None and self.fit_mask.shape == raw.shape[1:] and self.fit_mask.any():
+            keep = self._fit_view(np.broadcast_to(self.fit_mask, shared_raw.shape))
+            fit_raw, target = fit_raw[keep], target[keep]
         scale, shift, ok = fit_scale_shift(fit_raw, target)
         residual = self._residual(fit_raw, target, scale, shift) if ok else float("nan")
         reason = ""

@@ -295,7 +295,7 @@ def _predict_sequence(seq, bundle, args, align: bool = True):
         overlap=args.overlap,
         stride=args.stride,
         blend=args.blend,
-        align=align,
+        align=align and not getattr(args, "per_frame", False),
         device=args.device,
     )
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
@@ -377,6 +377,49 @@ def _evaluate_method(label, bundle, sequences, protocols, cfg, args, align=True,
     }
 
 
+BASELINES = {
+    "light heuristic (1/sqrt grey)": "light_heuristic_depth",
+    "constant depth": "constant_depth",
+}
+
+
+def _evaluate_baselines(sequences, protocols, cfg, args) -> list[dict]:
+    """The report's baseline rows: each baseline predicts every frame from its image alone (outside the
+    detected field of view: NaN, so never scored) and is scored by the same protocols as the model."""
+    from endo_depth_model import quality
+    from endo_depth_model.fov import detect_fov
+
+    rows = {name: {p: [] for p in protocols} for name in BASELINES}
+    for seq in sequences:
+        n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
+        frames = [f for i, f in zip(range(n), seq, strict=False)]
+        if not frames or any(f.depth is None for f in frames):
+            continue
+        rgbs = np.stack([f.rgb for f in frames])
+        gt = np.stack([f.depth for f in frames])
+        has_poses = all(f.T_world_cam is not None for f in frames)
+        T = np.stack([f.T_world_cam for f in frames]) if has_poses else None
+        K = frames[0].K
+        fov = detect_fov(rgbs)
+        mask = fov.mask if fov.kind == "border" else None
+        for name, fn in BASELINES.items():
+            pred = np.stack([getattr(quality, fn)(rgb, mask) for rgb in rgbs]).astype(np.float64)
+            pred = np.nan_to_num(pred, nan=1.0)
+            for p in protocols:
+                try:
+                    rows[name][p].append(evaluate_sequence(seq.name, gt, pred, p, cfg, T, K))
+                except MetricError as exc:
+                    print(f"  {name} on {seq.name} ({p}): not evaluated: {exc}")
+    unit = {1.0: "m", 1000.0: "mm", 100.0: "cm"}.get(cfg.unit_scale, f"m x {cfg.unit_scale:g}")
+    out = []
+    for name in BASELINES:
+        note = "baseline: a model that does not clearly beat it does not see"
+        out.append(
+            {p: summarise(name, rows[name][p], 0, 0, None, note, unit) for p in protocols if rows[name][p]}
+        )
+    return out
+
+
 def register(subparsers) -> None:
     from endo_depth_model.infer import add_model_arguments
 
@@ -396,6 +439,11 @@ def register(subparsers) -> None:
         "--ablation", action="store_true", help="add rows: SSB off, projection loss off, alignment off"
     )
     p.add_argument("--no-proj-checkpoint", type=Path, help="checkpoint trained without the projection loss")
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="leave out the baseline rows (light heuristic depth ∝ 1/sqrt(blurred grey), constant depth)",
+    )
     p.add_argument("--eval-min-depth", type=float, default=1e-3, help="valid GT lower bound, report unit")
     p.add_argument("--eval-max-depth", type=float, default=150.0, help="valid GT upper bound, report unit")
     p.add_argument("--unit-scale", type=float, default=1000.0, help="metres -> report unit (1000: mm)")
@@ -456,6 +504,9 @@ def main(args: argparse.Namespace) -> int:
                     note="windows concatenated without scale/shift fit or blending",
                 )
             )
+        if not args.no_baselines:
+            for result in _evaluate_baselines(sequences, protocols, cfg, args):
+                add(result)
     except (InferError, DataError, CheckpointError, StreamError, MetricError, ValueError) as exc:
         print(f"endo-depth eval: error: {exc}")
         return 1

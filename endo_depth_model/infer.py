@@ -212,6 +212,8 @@ class InferOptions:
     max_frames: int | None = None
     device: str = "cpu"
     progress: bool = True
+    align: bool = True  #: False: each window as it comes (with window 1: per-frame inference)
+    fov_mask: bool = True  #: detect the scope's black border: NaN depth and no points there, not fitted
 
 
 def run_infer(
@@ -243,6 +245,7 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
 
     from endo_depth_model.colormap import ColorRange, colorize
     from endo_depth_model.data.video import VideoWriter
+    from endo_depth_model.fov import FovTracker
     from endo_depth_model.geometry import backproject_np
     from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
     from endo_depth_model.streaming import StreamingDepth
@@ -280,9 +283,12 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
         stride=opts.stride,
         blend=opts.blend,
         depth_fn=to_depth,
+        align=opts.align,
         device=opts.device,
     )
     engine.on_pass = on_pass
+    fov = FovTracker() if opts.fov_mask else None
+    fov_kinds: dict[str, int] = {}
     mp4 = Path(opts.video_path) if opts.video_path else _video_path(source, name, n_sequences, out_dir)
     writer = VideoWriter(mp4, float(seq.fps or 30.0)) if opts.video else None
     colors = ColorRange(warmup=max(1, opts.window - opts.blend))
@@ -294,17 +300,20 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
             for r in results[: colors.warmup]:
                 colors.update(r.disparity)
         for r in results:
-            rgb, K = frames.pop(r.index)
-            depth = r.depth
+            rgb, K, mask = frames.pop(r.index)
+            depth = r.depth if mask is None else np.where(mask, r.depth, np.float32(np.nan))
             if opts.save_npy:
                 np.save(seq_dir / "depth" / f"{r.index:06d}.npy", depth)
             if opts.save_png:
                 if state["png_scale"] is None:  # fixed per sequence: 2x the 99th percentile = full scale
-                    state["png_scale"] = PNG_MAX / max(2.0 * float(np.percentile(depth, 99)), 1e-9)
+                    finite = depth[np.isfinite(depth)]
+                    p99 = float(np.percentile(finite, 99)) if finite.size else 1.0
+                    state["png_scale"] = PNG_MAX / max(2.0 * p99, 1e-9)
                 _write_png16(seq_dir / "depth_png" / f"{r.index:06d}.png", depth, state["png_scale"])
             if writer is not None:
                 lo, hi = colors.update(r.disparity)
-                writer.add(_even(np.concatenate([rgb, colorize(r.disparity, lo, hi, opts.cmap)], axis=1)))
+                disp = r.disparity if mask is None else np.where(mask, r.disparity, np.nan)
+                writer.add(_even(np.concatenate([rgb, colorize(disp, lo, hi, opts.cmap)], axis=1)))
             if opts.pointcloud_every and r.index % opts.pointcloud_every == 0:
                 pts = backproject_np(depth, K).reshape(-1, 3)
                 ply = seq_dir / "points" / f"{r.index:06d}.ply"
@@ -317,7 +326,13 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
         for i, frame in enumerate(seq):
             if i >= n_total:
                 break
-            frames[i] = (frame.rgb, frame.K)
+            mask = None
+            if fov is not None:
+                found = fov.update(frame.rgb)
+                fov_kinds[found.kind] = fov_kinds.get(found.kind, 0) + 1
+                mask = found.mask if found.kind != "none" else None
+                engine.fov_mask = found.mask if found.kind == "border" else None
+            frames[i] = (frame.rgb, frame.K, mask)
             consume(engine.push(frame.rgb, frame.stamp_ns))
             bar.update(1)
         consume(engine.flush())
@@ -349,6 +364,8 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
         "ms_per_frame": 1000.0 * elapsed / max(n_done, 1),
         "video": str(mp4) if opts.video else None,
         "alignment": pass_stats,
+        "per_frame": not opts.align and opts.window == 1,
+        "field_of_view": fov_kinds or "not detected (fov mask off)",
     }
     (seq_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     reanchors = sum(1 for p in pass_stats if p["reanchored"] and p["reason"] != "first")
@@ -407,6 +424,8 @@ def resolve_model_defaults(args: argparse.Namespace) -> None:
 
         with safe_open(str(args.weights), framework="pt") as f:
             meta = f.metadata() or {}
+    if getattr(args, "per_frame", False):
+        args.window, args.overlap, args.blend, args.stride = 1, 0, 0, None
     if args.min_depth is None:
         args.min_depth = float(meta.get("min_depth", 0.1))
     if args.max_depth is None:
@@ -473,6 +492,16 @@ def add_model_arguments(p: argparse.ArgumentParser, precision_default: str = "au
         help="disparity_to_depth max depth (default: from the weights, else 150)",
     )
     e.add_argument("--max-frames", type=int, default=None, help="stop each sequence after this many frames")
+    e.add_argument(
+        "--per-frame",
+        action="store_true",
+        help="each frame alone (T = 1, no alignment), to compare against the aligned video depth",
+    )
+    e.add_argument(
+        "--no-fov-mask",
+        action="store_true",
+        help="do not detect the scope's black border (default: NaN depth and no points outside it)",
+    )
 
 
 def _cuda() -> bool:
@@ -568,6 +597,8 @@ def main(args: argparse.Namespace) -> int:
             cmap=args.cmap,
             max_frames=args.max_frames,
             device=args.device,
+            align=not args.per_frame,
+            fov_mask=not args.no_fov_mask,
         )
         summaries = run_infer(args.source, out, bundle, opts)
     except (InferError, DataError, CheckpointError, StreamError, BackendError, ValueError) as exc:

@@ -190,6 +190,7 @@ class StreamingDepth:
         self.align = bool(align)
         self._aligner_kwargs = dict(aligner_kwargs or {})
         self.aligner = self._make_aligner()
+        self._fov_mask: np.ndarray | None = None
         # history needed: the oldest context lag, or a full window
         self.cache_size = max([window, *(lag + 1 for lag in self.context_lags)])
         self.encoder_calls = 0
@@ -201,11 +202,24 @@ class StreamingDepth:
         self._reset_state()
 
     # ---- state -------------------------------------------------------------------------------------
+    @property
+    def fov_mask(self) -> np.ndarray | None:
+        """(H, W) bool at the output size: the scope's field of view (:mod:`endo_depth_model.fov`). The
+        alignment fits use only these pixels; None (default) uses every pixel."""
+        return self._fov_mask
+
+    @fov_mask.setter
+    def fov_mask(self, mask: np.ndarray | None) -> None:
+        self._fov_mask = None if mask is None else np.asarray(mask, dtype=bool)
+        self.aligner.fit_mask = self._fov_mask
+
     def _make_aligner(self) -> SnippetAligner:
         kwargs = dict(self._aligner_kwargs)
         if not self.align:
             kwargs.update(fit=False)
-        return SnippetAligner(overlap=self.n_shared, blend=self.blend, **kwargs)
+        aligner = SnippetAligner(overlap=self.n_shared, blend=self.blend, **kwargs)
+        aligner.fit_mask = getattr(self, "_fov_mask", None)
+        return aligner
 
     def _reset_state(self) -> None:
         self._features: deque[tuple[int, Any]] = deque(maxlen=self.cache_size)

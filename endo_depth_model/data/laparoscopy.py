@@ -93,6 +93,7 @@ class LaparoscopyConfig:
     exposure: float = 1.0
     white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
     motion: str = "handheld"  # handheld | ecm
+    tilt_deg: float = 20.0  #: angle between the scope's axis and the back wall's normal (oblique view)
     near_mm: float = 2.0
     grid_mm: float = 0.25
     march_samples: int = 96
@@ -112,6 +113,7 @@ class LaparoscopyConfig:
             (self.motion in ("handheld", "ecm"), f"motion={self.motion!r}: handheld or ecm"),
             (40.0 <= self.wall_mm <= 300.0, f"wall_mm={self.wall_mm} must be in [40, 300]"),
             (0 <= self.instruments <= 3, f"instruments={self.instruments} must be in [0, 3]"),
+            (0 <= self.tilt_deg <= 50, f"tilt_deg={self.tilt_deg} must be in [0, 50]"),
             (len(self.palettes) > 0, "palettes must name at least one tissue kind"),
         ]
         known = {**ORGAN_PALETTES, **UNSEEN_PALETTES}
@@ -160,6 +162,7 @@ def laparoscopy_preset(name: str, seed: int, **overrides) -> LaparoscopyConfig:
         if unseen
         else tuple(float(v) for v in rng.uniform([0.95, 0.95, 0.85], [1.05, 1.05, 1.02])),
         motion=str(rng.choice(["handheld", "ecm"])),
+        tilt_deg=float(rng.uniform(0, 40)),
     )
     cfg = replace(cfg, **overrides)
     cfg.validate()
@@ -408,8 +411,11 @@ class LaparoscopySimulator:
         config.validate()
         self.config = cfg = config
         rng = np.random.default_rng([cfg.seed, 104729])
-        extent = 1.2 * cfg.wall_mm * math.tan(math.radians(min(cfg.fov_deg, 110) / 2)) + 40.0
-        self.surface = _Surface(cfg, extent, rng)
+        # the height field must reach as far as the most oblique ray of the tilted, moving scope
+        half_diag = math.degrees(math.atan(math.tan(math.radians(cfg.fov_deg / 2)) * 1.25))
+        reach = math.radians(min(cfg.tilt_deg + half_diag + 8.0, 72.0))
+        extent = 1.1 * cfg.wall_mm * math.tan(reach) + 40.0
+        self.surface = _Surface(replace(cfg, grid_mm=max(cfg.grid_mm, 2 * extent / 1600)), extent, rng)
         self.poses_mm = self._trajectory(rng)
         self.instruments = [self._instrument(rng, i) for i in range(cfg.instruments)]
         h, w = cfg.height, cfg.width
@@ -450,7 +456,9 @@ class LaparoscopySimulator:
             f = (t - kt[idx]) / (kt[idx + 1] - kt[idx])
             e = 0.5 - 0.5 * np.cos(np.pi * f)
             smooth = vals[idx] * (1 - e[:, None]) + vals[idx + 1] * e[:, None]
-        base_pitch, base_yaw = rng.normal(0, 0.12, 2)
+        azimuth = rng.uniform(0, 2 * np.pi)
+        tilt = math.radians(cfg.tilt_deg)
+        base_pitch, base_yaw = tilt * math.sin(azimuth), tilt * math.cos(azimuth)
         poses = np.zeros((n, 4, 4))
         for k in range(n):
             x, y, z, yaw, pitch, roll = smooth[k]
@@ -460,18 +468,27 @@ class LaparoscopySimulator:
         return poses
 
     def _instrument(self, rng: np.random.Generator, i: int) -> _Instrument:
+        """A tool whose tip is inside the first frame's view, in front of the tissue, and whose trocar is
+        outside the view beside the scope."""
         cfg = self.config
-        side = rng.uniform(0, 2 * np.pi)
-        spread = cfg.wall_mm * math.tan(math.radians(cfg.fov_deg / 2)) * rng.uniform(1.2, 2.0)
-        trocar = np.array([spread * math.cos(side), spread * math.sin(side), -rng.uniform(10, 40)])
-        # tip: inside the view, in front of the tissue
+        pose = self.poses_mm[0]
+        tan_half = math.tan(math.radians(cfg.fov_deg / 2))
+        tz = float("nan")
         for _ in range(50):
-            txy = rng.uniform(-0.5, 0.5, 2) * cfg.wall_mm * math.tan(math.radians(cfg.fov_deg / 2))
-            surf = float(self.surface.height(np.array([txy[0]]), np.array([txy[1]]))[0])
-            tz = surf - rng.uniform(8, 0.5 * surf)
-            if tz > 20:
+            x, y = rng.uniform(-0.6, 0.6, 2) * tan_half
+            ray = pose[:3, :3] @ np.array([x, y, 1.0])
+            t_s = float(self._trace_tissue(pose[:3, 3], ray[:, None])[0])
+            if np.isfinite(t_s) and t_s > 25:
+                tz = t_s * rng.uniform(0.35, 0.85)
                 break
-        tip0 = np.array([txy[0], txy[1], tz])
+        if not np.isfinite(tz):
+            x, y, tz = 0.0, 0.0, 0.3 * cfg.wall_mm
+            ray = pose[:3, :3] @ np.array([x, y, 1.0])
+        tip0 = pose[:3, 3] + tz * ray
+        side = rng.uniform(0, 2 * np.pi)
+        spread = tz * tan_half * rng.uniform(1.3, 2.2)
+        trocar_cam = np.array([spread * math.cos(side), spread * math.sin(side), -rng.uniform(10, 40)])
+        trocar = pose[:3, :3] @ trocar_cam + pose[:3, 3]
         metal = rng.random() < 0.5
         shaft = (
             np.array([0.55, 0.56, 0.58]) * rng.uniform(0.8, 1.2)
@@ -505,7 +522,7 @@ class LaparoscopySimulator:
     def _trace_tissue(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         cfg = self.config
         n = d.shape[1]
-        far = 3.0 * cfg.wall_mm
+        far = 6.0 * cfg.wall_mm
         ratio = (far / cfg.near_mm) ** (1.0 / (cfg.march_samples - 1))
         t = np.full(n, cfg.near_mm)
         prev = np.zeros(n)

@@ -220,3 +220,20 @@ def test_subsampled_fit_recovers_exact_affine_and_bounds_work():
     assert res.stats.scale == pytest.approx(1.7, rel=1e-5) and res.stats.shift == pytest.approx(0.2, abs=1e-5)
     with pytest.raises(AlignError, match="max_fit_pixels"):
         SnippetAligner(max_fit_pixels=1)
+
+
+def test_fit_mask_keeps_the_scope_border_out_of_the_fit():
+    """Values outside the field of view (any garbage) do not change the fitted scale and shift."""
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.5, 1.5, (12, 10, 12)).astype(np.float32)
+    mask = np.zeros((10, 12), bool)
+    mask[2:8, 2:10] = True
+    raw = (truth - 0.2) / 2.0
+    raw[:, ~mask] = rng.uniform(5, 50, (12, int((~mask).sum())))  # the border: nonsense
+    aligner = SnippetAligner(overlap=4, blend=0)
+    aligner.fit_mask = mask
+    aligner.push(truth[:8])
+    out = aligner.push(raw[4:])
+    assert out.stats.scale == pytest.approx(2.0, rel=1e-4) and out.stats.shift == pytest.approx(0.2, abs=1e-4)
+    assert not out.stats.reanchored
+    np.testing.assert_allclose(out.disparity[:, mask], truth[8:, mask], rtol=1e-4)

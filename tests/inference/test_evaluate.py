@@ -163,7 +163,10 @@ def test_eval_command_with_ablation_on_synthetic_data(tmp_path, vitt_weights, vi
     data = json.loads((out / "results.json").read_text())
     assert set(data) == {"per-frame", "per-sequence"}
     rows = {r["method"]: r for r in data["per-sequence"]}
-    assert set(rows) == {"EndoDAV (ours)", "w/o SSB (base VDA)", "w/o alignment"}
+    baselines = {"light heuristic (1/sqrt grey)", "constant depth"}
+    assert set(rows) == {"EndoDAV (ours)", "w/o SSB (base VDA)", "w/o alignment"} | baselines
+    for name in baselines:  # scored like the model, over the same frames
+        assert rows[name]["n_frames"] == 8 and rows[name]["metrics"]["abs_rel"] > 0
     full, base = rows["EndoDAV (ours)"], rows["w/o SSB (base VDA)"]
     assert full["n_frames"] == 8 and full["tae"] is not None and full["tae"] >= 0
     assert full["trainable_params"] > 0 and base["trainable_params"] == 0

@@ -217,3 +217,71 @@ def test_a_checkpoint_without_weights_uses_the_base_it_was_trained_on(tmp_path, 
     assert Path(resolved(weights="given.pth").weights) == Path("given.pth")  # an explicit choice wins
     base.unlink()
     assert Path(resolved().weights) == SHIPPED_MODEL_DIR / "vitt_endodav.safetensors"
+
+
+def test_infer_per_frame_runs_each_frame_alone(tmp_path, vitt_weights):
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.sequence import write_rgb
+    from endo_depth_model.preprocess import Preprocessor
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    frames = _frames(6)
+    for i, f in enumerate(frames):
+        write_rgb(folder / f"{i:04d}.png", f)
+    out = tmp_path / "o"
+    argv = [
+        "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights), "--input-size", "28", "42",
+        "--device", "cpu", "--out", str(out), "--no-video", "--no-png", "--per-frame", "--precision", "fp32",
+        "--min-depth", "0.1",
+        "--max-depth", "150",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    seq = next(p for p in out.iterdir() if p.is_dir())
+    meta = json.loads((seq / "meta.json").read_text())
+    assert meta["per_frame"] and meta["window"] == 1 and meta["head_passes"] == 6
+    # each depth equals the model on that frame alone (T = 1), with no scale or shift applied
+    from endo_depth_model.preprocess import disparity_to_depth
+
+    bundle = load_depth_model("vitt", vitt_weights)
+    x = Preprocessor(input_hw=(28, 42))(frames[4])
+    x = x.reshape(1, 1, *x.shape[-3:])
+    with torch.no_grad():
+        disp = bundle.model(x)[0, 0].numpy()
+    expected = np.asarray(disparity_to_depth(disp, 0.1, 150.0))
+    np.testing.assert_allclose(np.load(seq / "depth" / "000004.npy"), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_infer_masks_the_scope_border(tmp_path, vitt_weights):
+    """Frames behind a circular stop: NaN depth and no points outside it; an all-black frame gives an
+    all-NaN depth map, not an error."""
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.laparoscopy import fov_border_mask
+    from endo_depth_model.data.sequence import write_rgb
+
+    stop = fov_border_mask(H, W, "circle", 0.8)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    frames = _frames(9)
+    for i, f in enumerate(frames):
+        f[~stop] = 0
+        if i == 7:
+            f[:] = 0  # scope withdrawn: nothing visible
+        write_rgb(folder / f"{i:04d}.png", f)
+    out = tmp_path / "o"
+    argv = [
+        "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights), "--input-size", "28", "42",
+        "--device", "cpu", "--out", str(out), "--no-video", "--pointcloud-every", "3", "--window", "6",
+        "--overlap", "4", "--blend", "2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    seq = next(p for p in out.iterdir() if p.is_dir())
+    depth = np.load(seq / "depth" / "000003.npy")
+    assert np.isnan(depth[~stop]).all()
+    assert np.isfinite(depth[stop]).mean() > 0.75  # a 2-pixel margin inside the stop, at 28 x 42
+    assert np.isnan(np.load(seq / "depth" / "000007.npy")).all()
+    header = (seq / "points" / "000003.ply").read_bytes()[:200]
+    n_points = int(header.split(b"element vertex ")[1].split(b"\n")[0])
+    assert 0.75 * stop.sum() < n_points <= stop.sum()
+    meta = json.loads((seq / "meta.json").read_text())
+    assert meta["field_of_view"]["empty"] == 1 and meta["field_of_view"]["border"] == 8
