@@ -62,6 +62,10 @@ class PipelineConfig:
     # docs/BENCHMARKS.md), else fp32
     precision: str = "auto"
     backend: str = "torch"  # torch | onnxruntime | tensorrt | auto (endo_depth_model.runtime)
+    # the scope's black border (endo_depth_model.fov): auto = detect it from the images (NaN depth and no
+    # points outside it, left out of the alignment fits; an all-black frame gets no depth and no
+    # odometry step), off = every pixel is scene
+    fov_mask: str = "auto"
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
@@ -99,6 +103,8 @@ class PipelineConfig:
                 f"precision {self.precision} is for the torch backend; {self.backend} runs its graphs at "
                 "their own precision (use auto or fp32)"
             )
+        if self.fov_mask not in ("auto", "off"):
+            problems.append(f"fov_mask {self.fov_mask!r} must be auto or off")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         if problems:
@@ -134,6 +140,9 @@ class PipelineStats:
     frames_out: int = 0
     head_passes: int = 0
     reanchors: int = 0
+    fov_empty: int = 0  # frames in which nothing was visible (all black): no depth, no odometry step
+    fov_kind: str = ""  # none | border | empty (the latest frame's field of view)
+    fov_fraction: float = 1.0
     infer_ms: list[float] = field(default_factory=list)
 
 
@@ -255,6 +264,10 @@ class DepthPipeline:
         )
         self.odometry = PoseIntegrator()
         self.stats = PipelineStats()
+        from endo_depth_model.fov import FovTracker
+
+        self.fov = FovTracker() if cfg.fov_mask == "auto" else None
+        self._masks: dict[int, np.ndarray] = {}  # stream index -> field-of-view mask of held-back frames
         self._prev_pose_input = None
         self._snippet_index = -1
         self._last_stats = None
@@ -266,6 +279,7 @@ class DepthPipeline:
     def reset(self) -> int:
         """Re-anchor depth and restart odometry at the identity; returns the frames dropped."""
         dropped = self.stream.reset()
+        self._masks.clear()
         self.odometry.reset()
         self.scale.reset()
         self._prev_pose_input = None
@@ -311,9 +325,21 @@ class DepthPipeline:
         t0 = time.perf_counter()
         self.stats.frames_in += 1
         motion = None
+        empty = False
+        if self.fov is not None:
+            found = self.fov.update(rgb)
+            self.stats.fov_kind, self.stats.fov_fraction = found.kind, found.fraction
+            empty = not found.ok
+            self.stats.fov_empty += int(empty)
+            if found.kind != "none":
+                self._masks[self.stream.next_index] = found.mask
+            self.stream.fov_mask = found.mask if found.kind == "border" else None
         with torch.inference_mode():
             if self.pose_model is not None:
-                step = self._pose_step(rgb)
+                # nothing visible: no motion can be seen; hold the pose and restart the pair after it
+                step = None if empty else self._pose_step(rgb)
+                if empty:
+                    self._prev_pose_input = None
                 state = self.scale.state()
                 if step is not None:
                     T = self.odometry.update(step, state.scale)
@@ -349,6 +375,9 @@ class DepthPipeline:
             )
             depth = (depth * state.scale).astype(np.float32)
             depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+            mask = self._masks.pop(r.index, None)
+            if mask is not None and mask.shape == depth.shape:
+                depth[~mask] = np.nan
             out.append(FrameDepth(r.stamp, r.index, depth, r.disparity, r.stats, state, self._snippet_index))
         self.stats.frames_out += len(out)
         return out

@@ -245,6 +245,11 @@ class StreamingDepth:
         return self._n_received
 
     @property
+    def next_index(self) -> int:
+        """The ``DepthResult.index`` that the next pushed frame will have."""
+        return self._index_base + self._n_received
+
+    @property
     def frames_pending(self) -> int:
         """Received frames not yet emitted (waiting for a pass or for the next blend)."""
         return self._n_received - self._next_emit

@@ -114,6 +114,7 @@ PARAM_DOCS = {
     "bf16 or fp16 (CUDA)",
     "backend": "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
     "engine_cache": "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",
+    "fov_mask": "auto: detect the scope's black border (NaN depth, no points there, not fitted) or off",
     # node
     "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
     "queue_size": "frames held between the callbacks and the worker",
@@ -513,6 +514,9 @@ class DepthNode(Node):
             "backend": self._backend_name(),
             "head_passes": self.pipeline.stats.head_passes,
             "reanchors": self.pipeline.stats.reanchors,
+            "field_of_view": self.pipeline.stats.fov_kind or "off",
+            "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",
+            "frames_nothing_visible": self.pipeline.stats.fov_empty,
             "scale_source": scale.mode,
             "metric_scale": f"{scale.scale:.6g}",
             "is_metric": scale.is_metric,

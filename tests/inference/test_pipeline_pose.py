@@ -48,3 +48,47 @@ def test_a_pose_scale_outside_its_range_is_refused():
     cfg.pose_input_scale = 0.1
     with pytest.raises(PipelineError, match="pose_input_scale must be in 0.25..1"):
         DepthPipeline(cfg)
+
+
+def test_the_pipeline_masks_the_scope_border_and_skips_blind_frames():
+    """Behind a circular stop, depth is NaN outside it; an all-black frame (scope withdrawn) gives an
+    all-NaN depth image, no odometry step and a count; every frame still gets exactly one output."""
+    from endo_depth_model.data.laparoscopy import fov_border_mask
+
+    cfg = PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+    pipe = DepthPipeline(cfg)
+    stop = fov_border_mask(48, 64, "circle", 0.8)
+    rng = np.random.default_rng(1)
+    outputs, motions = [], []
+    for i in range(12):
+        rgb = rng.integers(40, 256, (48, 64, 3), dtype=np.uint8)
+        rgb[~stop] = 0
+        if i == 6:
+            rgb[:] = 0
+        depth, motion = pipe.push(rgb, i)
+        outputs += depth
+        motions.append(motion)
+    outputs += pipe.flush()
+    assert [d.stamp for d in outputs] == list(range(12))
+    for d in outputs:
+        assert np.isnan(d.depth[~stop]).all()
+        if d.stamp != 6:
+            assert np.isfinite(d.depth[stop]).mean() > 0.85
+    assert np.isnan(outputs[6].depth).all()
+    assert pipe.stats.fov_empty == 1
+    assert np.allclose(motions[6].T_prev_cur, np.eye(4))  # no motion seen in a blind frame
+    assert np.array_equal(motions[6].T_odom_cam, motions[5].T_odom_cam)
+    assert np.allclose(motions[7].T_prev_cur, np.eye(4))  # the pair restarts after it
+    assert not np.allclose(motions[8].T_prev_cur, np.eye(4))
+    off_cfg = PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+    off_cfg.fov_mask = "off"
+    off = DepthPipeline(off_cfg)
+    rgb = rng.integers(40, 256, (48, 64, 3), dtype=np.uint8)
+    rgb[~stop] = 0
+    for i in range(8):
+        out, _ = off.push(rgb, i)
+        if out:
+            assert np.isfinite(out[0].depth[~stop]).all()
+            break
+    with pytest.raises(PipelineError, match="fov_mask"):
+        DepthPipeline(PipelineConfig(fov_mask="maybe"))
