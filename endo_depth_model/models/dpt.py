@@ -119,8 +119,68 @@ class DPTHead(nn.Module):
             ]
         )
 
-    def _temporal(self, index: int, x: torch.Tensor, num_frames: int, temporal: bool) -> torch.Tensor:
-        return self.motion_modules[index](x, num_frames) if temporal else x
+    def _temporal(
+        self, index: int, x: torch.Tensor, num_frames: int, temporal: bool, causal: bool = False
+    ) -> torch.Tensor:
+        return self.motion_modules[index](x, num_frames, causal) if temporal else x
+
+    def _tail(self, path_3, layer_1_rn, layer_2_rn, patch_hw):
+        s = self.scratch
+        path_2 = s.refinenet2(path_3, layer_2_rn, size=layer_1_rn.shape[2:])
+        path_1 = s.refinenet1(path_2, layer_1_rn)
+        out = F.interpolate(s.output_conv1(path_1), (patch_hw[0] * 14, patch_hw[1] * 14), mode="bilinear",
+                            align_corners=True)  # fmt: skip
+        with torch.autocast(device_type=out.device.type, enabled=False):
+            return s.output_conv2(out.float()).to(out.dtype)
+
+    def cache_shapes(self, patch_hw: tuple[int, int], length: int) -> list[tuple[int, int, int]]:
+        """Shapes (pixels, L, C) of the causal cache tensors for a patch grid and ``length`` frames."""
+        h, w = patch_hw
+        pixels = (h * w, ((h + 1) // 2) * ((w + 1) // 2), h * w, 4 * h * w)  # 1/14, 1/28, 1/14, 1/7
+        channels = [m.temporal_transformer.proj_in.in_features for m in self.motion_modules]
+        return [
+            (p, length, c)
+            for p, c, m in zip(pixels, channels, self.motion_modules, strict=True)
+            for _ in range(m.cache_slots)
+        ]
+
+    def forward_causal(self, tokens, patch_hw, caches, positions, key_bias):
+        """One frame through the head with causal temporal attention over cached earlier frames.
+
+        ``tokens``: four (1, h*w, in_channels) token maps of the newest frame; ``caches``: the tensors
+        of :meth:`cache_shapes`, in order; ``positions``, ``key_bias``: see
+        :meth:`~endo_depth_model.models.motion_module.TemporalAttention.step`. Returns (output
+        (1, 1, 14h, 14w), next caches). With the cache of the earlier frames of a window, the output
+        equals the last frame of ``forward(..., causal=True)`` on that window.
+        """
+        patch_h, patch_w = patch_hw
+        layers = []
+        for project, resize, x in zip(self.projects, self.resize_layers, tokens, strict=True):
+            x = x.permute(0, 2, 1).reshape(1, x.shape[-1], patch_h, patch_w)
+            layers.append(resize(project(x)))
+        layer_1, layer_2, layer_3, layer_4 = layers
+        out_caches: list[torch.Tensor] = []
+        k = 0
+
+        def temporal(index, x):
+            nonlocal k
+            module = self.motion_modules[index]
+            n = module.cache_slots
+            y, nxt = module.step(x, caches[k : k + n], positions, key_bias)
+            out_caches.extend(nxt)
+            k += n
+            return y
+
+        layer_3 = temporal(0, layer_3)
+        layer_4 = temporal(1, layer_4)
+        s = self.scratch
+        layer_1_rn = s.layer1_rn(layer_1)
+        layer_2_rn = s.layer2_rn(layer_2)
+        layer_3_rn = s.layer3_rn(layer_3)
+        layer_4_rn = s.layer4_rn(layer_4)
+        path_4 = temporal(2, s.refinenet4(layer_4_rn, size=layer_3_rn.shape[2:]))
+        path_3 = temporal(3, s.refinenet3(path_4, layer_3_rn, size=layer_2_rn.shape[2:]))
+        return self._tail(path_3, layer_1_rn, layer_2_rn, patch_hw), out_caches
 
     def forward(
         self,
@@ -129,8 +189,10 @@ class DPTHead(nn.Module):
         num_frames: int,
         temporal: bool = True,
         output_frames: slice | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """``temporal=False`` skips the four temporal modules (the Depth Anything V2 image head).
+        """``temporal=False`` skips the four temporal modules (the Depth Anything V2 image head);
+        ``causal`` restricts the temporal attention to each frame and earlier ones.
 
         ``output_frames`` (a slice along T) returns only those frames of every window: the temporal
         modules still see all ``num_frames``, but the per-frame parts that feed only the output (the
@@ -156,8 +218,8 @@ class DPTHead(nn.Module):
             layers.append(resize(project(x)))
         layer_1, layer_2, layer_3, layer_4 = layers
 
-        layer_3 = self._temporal(0, layer_3, num_frames, temporal)
-        layer_4 = self._temporal(1, layer_4, num_frames, temporal)
+        layer_3 = self._temporal(0, layer_3, num_frames, temporal, causal)
+        layer_4 = self._temporal(1, layer_4, num_frames, temporal, causal)
 
         s = self.scratch
         layer_1_rn = s.layer1_rn(layer_1)
@@ -166,21 +228,16 @@ class DPTHead(nn.Module):
         layer_4_rn = s.layer4_rn(layer_4)
 
         path_4 = s.refinenet4(layer_4_rn, size=layer_3_rn.shape[2:])
-        path_4 = self._temporal(2, path_4, num_frames, temporal)
+        path_4 = self._temporal(2, path_4, num_frames, temporal, causal)
         path_3 = s.refinenet3(path_4, layer_3_rn, size=layer_2_rn.shape[2:])
-        path_3 = self._temporal(3, path_3, num_frames, temporal)
+        path_3 = self._temporal(3, path_3, num_frames, temporal, causal)
         if rows is not None:
             path_3 = path_3.index_select(0, rows)
 
-        out_hw = (patch_h * 14, patch_w * 14)
         step = self.micro_batch if self.micro_batch and self.micro_batch > 0 else path_3.shape[0]
         outputs = []
         for start in range(0, path_3.shape[0], step):
             sl = slice(start, start + step)
-            path_2 = s.refinenet2(path_3[sl], layer_2_rn[sl], size=layer_1_rn.shape[2:])
-            path_1 = s.refinenet1(path_2, layer_1_rn[sl])
-            out = F.interpolate(s.output_conv1(path_1), out_hw, mode="bilinear", align_corners=True)
-            # The last convolutions run in fp32 (as upstream) even under autocast.
-            with torch.autocast(device_type=out.device.type, enabled=False):
-                outputs.append(s.output_conv2(out.float()).to(out.dtype))
+            # the last convolutions run in fp32 (as upstream) even under autocast
+            outputs.append(self._tail(path_3[sl], layer_1_rn[sl], layer_2_rn[sl], patch_hw))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)

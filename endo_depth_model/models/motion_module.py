@@ -66,15 +66,38 @@ class TemporalAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim), nn.Dropout(0.0)])
         self.pos_encoder = PositionalEncoding(dim, max_len)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """``causal``: each frame attends only to itself and earlier frames (the streaming reference)."""
         n, t, c = x.shape
         x = self.pos_encoder(x)
         q, k, v = (
             proj(x).reshape(n, t, self.num_heads, c // self.num_heads).transpose(1, 2)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, c)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(n, t, c)
         return self.to_out[1](self.to_out[0](out))
+
+    def step(self, y: torch.Tensor, cache: torch.Tensor, positions: torch.Tensor, key_bias: torch.Tensor):
+        """One causal step for the newest frame.
+
+        ``y`` (N, 1, C): the newest frame's attention input (LayerNorm output, before the position
+        encoding); ``cache`` (N, L, C): the same for up to L earlier frames, right-aligned (the newest
+        cached frame last); ``positions`` (L + 1,) long: each slot's position in the window (cached slots,
+        then the newest frame); ``key_bias`` (L + 1,) float: 0 for valid slots, -inf for empty ones.
+        Returns the newest frame's attention output (N, 1, C) and the next cache (N, L, C): the oldest
+        slot dropped, ``y`` appended.
+        """
+        n, _, c = y.shape
+        seq = torch.cat([cache, y], dim=1)  # (N, L + 1, C)
+        pe = self.pos_encoder.pe[0].index_select(0, positions).to(seq.dtype)  # (L + 1, C)
+        seq_pe = seq + pe
+        h, d = self.num_heads, c // self.num_heads
+        q = self.to_q(seq_pe[:, -1:]).reshape(n, 1, h, d).transpose(1, 2)
+        k = self.to_k(seq_pe).reshape(n, -1, h, d).transpose(1, 2)
+        v = self.to_v(seq_pe).reshape(n, -1, h, d).transpose(1, 2)
+        mask = key_bias.to(q.dtype).view(1, 1, 1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n, 1, c)
+        return self.to_out[1](self.to_out[0](out)), seq[:, 1:]
 
 
 class GEGLU(nn.Module):
@@ -115,18 +138,29 @@ class TemporalTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, causal: bool = False) -> torch.Tensor:
         """``x`` (B*T, P, C) frame-major tokens -> same shape."""
         bt, p, c = x.shape
         b = bt // num_frames
         # (B*T, P, C) -> (B*P, T, C): every pixel becomes one sequence over time.
         x = x.reshape(b, num_frames, p, c).transpose(1, 2).reshape(b * p, num_frames, c)
         for attention, norm in zip(self.attention_blocks, self.norms, strict=True):
-            x = attention(norm(x)) + x
+            x = attention(norm(x), causal) + x
         x = self.ff(self.ff_norm(x)) + x
         # contiguous: a strided view would make proj_out's GEMM path (and its last bits) depend on
         # whether its weight requires grad, so an SSB-adapted (frozen) model would not be bit-exact
         return x.reshape(b, p, num_frames, c).transpose(1, 2).reshape(bt, p, c).contiguous()
+
+    def step(self, x, caches, positions, key_bias):
+        """The newest frame only: ``x`` (P, 1, C); ``caches`` one (P, L, C) per attention block.
+        Returns (x, next caches)."""
+        out = []
+        for attention, norm, cache in zip(self.attention_blocks, self.norms, caches, strict=True):
+            a, nxt = attention.step(norm(x), cache, positions, key_bias)
+            x = a + x
+            out.append(nxt)
+        x = self.ff(self.ff_norm(x)) + x
+        return x, out
 
 
 class TemporalTransformer(nn.Module):
@@ -152,14 +186,28 @@ class TemporalTransformer(nn.Module):
         )
         self.proj_out = nn.Linear(channels, channels)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, causal: bool = False) -> torch.Tensor:
         bt, c, h, w = x.shape
         hidden = self.norm(x).permute(0, 2, 3, 1).reshape(bt, h * w, c)
         hidden = self.proj_in(hidden)
         for block in self.transformer_blocks:
-            hidden = block(hidden, num_frames)
+            hidden = block(hidden, num_frames, causal)
         hidden = self.proj_out(hidden)
         return hidden.reshape(bt, h, w, c).permute(0, 3, 1, 2) + x
+
+    def step(self, x, caches, positions, key_bias):
+        """Causal step for one frame ``x`` (1, C, H, W); ``caches``: one (H*W, L, C) per attention block
+        of every transformer block, in order. Returns (output (1, C, H, W), next caches)."""
+        _, c, h, w = x.shape
+        hidden = self.proj_in(self.norm(x).permute(0, 2, 3, 1).reshape(h * w, 1, c))
+        out, k = [], 0
+        for block in self.transformer_blocks:
+            n = len(block.attention_blocks)
+            hidden, nxt = block.step(hidden, caches[k : k + n], positions, key_bias)
+            out += nxt
+            k += n
+        hidden = self.proj_out(hidden)
+        return hidden.reshape(1, h, w, c).permute(0, 3, 1, 2) + x, out
 
 
 class TemporalModule(nn.Module):
@@ -194,7 +242,16 @@ class TemporalModule(nn.Module):
         nn.init.zeros_(self.temporal_transformer.proj_out.weight)
         nn.init.zeros_(self.temporal_transformer.proj_out.bias)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    @property
+    def cache_slots(self) -> int:
+        """Attention blocks whose inputs a causal step caches."""
+        return sum(len(b.attention_blocks) for b in self.temporal_transformer.transformer_blocks)
+
+    def step(self, x, caches, positions, key_bias):
+        """Causal step (see :meth:`TemporalTransformer.step`)."""
+        return self.temporal_transformer.step(x, caches, positions, key_bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int, causal: bool = False) -> torch.Tensor:
         """``x`` (B*T, C, H, W), frames of each clip contiguous -> same shape."""
         if num_frames > self.max_len:
             raise ValueError(
@@ -202,4 +259,4 @@ class TemporalModule(nn.Module):
             )
         if x.shape[0] % num_frames:
             raise ValueError(f"batch {x.shape[0]} is not a whole number of {num_frames}-frame windows")
-        return self.temporal_transformer(x, num_frames)
+        return self.temporal_transformer(x, num_frames, causal)

@@ -233,8 +233,10 @@ class VideoDepthAnything(nn.Module):
         image_hw: tuple[int, int] | None = None,
         temporal: bool = True,
         output_frames: slice | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """Run the temporal DPT head on one window of cached features.
+        """Run the temporal DPT head on one window of cached features (``causal``: every frame attends
+        only to itself and earlier frames, the reference of the causal engine).
 
         Returns (B, T, H, W) disparity (depth for metric models), bilinearly resized to ``image_hw``
         (default: the network input size) and clamped at 0. ``temporal=False`` skips the temporal
@@ -246,7 +248,9 @@ class VideoDepthAnything(nn.Module):
         if t > self.config.num_frames:
             raise ValueError(f"window of {t} frames exceeds num_frames={self.config.num_frames}")
         tokens = [x.flatten(0, 1) for x in features.layers]
-        out = self.head(tokens, features.patch_hw, t, temporal=temporal, output_frames=output_frames)
+        out = self.head(
+            tokens, features.patch_hw, t, temporal=temporal, output_frames=output_frames, causal=causal
+        )
         out_hw = tuple(image_hw) if image_hw is not None else features.image_hw
         if tuple(out.shape[-2:]) != out_hw:
             out = F.interpolate(out, size=out_hw, mode="bilinear", align_corners=True)

@@ -1,0 +1,138 @@
+"""The causal engine: equal to a full-window head with causal masking, depth from the first frame,
+reset behaviour, bad input, and the exported step's cache round trip through ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from endo_depth_model.causal import CausalDepth, CausalStep, slot_inputs
+from endo_depth_model.infer import load_depth_model
+from endo_depth_model.preprocess import Preprocessor
+from endo_depth_model.streaming import StreamError
+
+HW = (28, 42)
+
+
+def _frames(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : HW[0], 0 : HW[1]]
+    out = []
+    for i in range(n):
+        base = 120 + 80 * np.sin(0.3 * x + 0.4 * i)[..., None] * np.cos(0.2 * y + 0.1 * i)[..., None]
+        out.append(np.clip(base + rng.normal(0, 8, (*HW, 3)), 0, 255).astype(np.uint8))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(vitt_weights):
+    return load_depth_model("vitt", vitt_weights).model
+
+
+def _engine(model, **kw):
+    pre = Preprocessor(input_hw=HW)
+    return CausalDepth(model, lambda rgb: pre(rgb)[0], **kw)
+
+
+def test_slot_inputs():
+    pos, bias = slot_inputs(4, 2)
+    assert pos.tolist() == [0, 0, 0, 1, 2]
+    assert torch.isinf(bias[:2]).all() and (bias[2:] == 0).all()
+    pos, bias = slot_inputs(4, 9)
+    assert pos.tolist() == [0, 1, 2, 3, 4] and (bias == 0).all()
+
+
+def test_causal_engine_equals_causally_masked_window(model):
+    frames = _frames(6)
+    engine = _engine(model, precision="fp32")
+    got = [engine.push(f, i)[0] for i, f in enumerate(frames)]
+    assert [r.index for r in got] == list(range(6)) and [r.stamp for r in got] == list(range(6))
+    pre = Preprocessor(input_hw=HW)
+    clip = torch.cat([pre(f) for f in frames], dim=1)  # (1, T, 3, H, W)
+    with torch.no_grad():
+        ref = model.decode(model.encode(clip), causal=True)[0].numpy()
+        full = model.decode(model.encode(clip))[0].numpy()
+    for k in range(6):
+        np.testing.assert_allclose(got[k].disparity, ref[k], rtol=1e-4, atol=1e-5)
+    # the causal mask matters: frame 0 of the non-causal window sees later frames
+    assert np.abs(full[0] - ref[0]).max() > 1e-4
+    assert got[0].stats.reanchored and got[0].stats.reason == "first"
+    assert not got[1].stats.reanchored
+
+
+def test_first_frame_has_depth_and_reset_starts_over(model):
+    frames = _frames(5, seed=3)
+    engine = _engine(model, context=3)
+    first = engine.push(frames[0])
+    assert len(first) == 1 and np.isfinite(first[0].disparity).all()
+    for f in frames[1:]:
+        assert len(engine.push(f)) == 1
+    assert engine.cached_frames == 3 and engine.frames_pending == 0 and engine.flush() == []
+    assert engine.reset() == 0
+    again = engine.push(frames[0])[0]
+    assert again.index == 5 and again.stats.reanchored
+    np.testing.assert_allclose(again.disparity, first[0].disparity, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_is_refused_with_a_reason(model):
+    engine = _engine(model)
+    engine.push(_frames(1)[0])
+    with pytest.raises(StreamError, match="reset"):
+        engine.push(np.zeros((30, 40, 3), np.uint8))
+    with pytest.raises(StreamError, match="RGB"):
+        engine.push(np.zeros((28, 42), np.uint8))
+    with pytest.raises(StreamError, match="context"):
+        _engine(model, context=40)
+    with pytest.raises(StreamError, match="fit"):
+        _engine(model, fit="guess")
+
+
+def test_previous_fit_keeps_scale_continuous(model):
+    frames = _frames(8, seed=5)
+    raw_engine = _engine(model)
+    plain = [raw_engine.push(f)[0].disparity for f in frames]
+    engine = _engine(model, fit="previous", fit_momentum=1.0)
+    out = [engine.push(f)[0].disparity for f in frames]
+    np.testing.assert_allclose(out[0], plain[0], rtol=1e-5)  # the first frame is the anchor
+    for k in range(1, 8):  # each frame is least-squares closest to the one before
+        a, b = out[k].ravel(), out[k - 1].ravel()
+        assert np.mean((a - b) ** 2) <= np.mean((plain[k].ravel() - b) ** 2) * 1.0001 + 1e-12
+
+
+def test_causal_step_round_trips_its_cache_through_onnx(model, tmp_path):
+    import onnxruntime as ort
+
+    step = CausalStep(model).eval()
+    context = 3
+    shapes = step.cache_shapes(HW, context)
+    pre = Preprocessor(input_hw=HW)
+    frames = [pre(f)[0] for f in _frames(4, seed=7)]
+    caches = [torch.zeros(s) for s in shapes]
+    pos, bias = slot_inputs(context, 0)
+    names = [f"cache_{i}" for i in range(len(shapes))]
+    path = tmp_path / "causal_step.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            step,
+            (frames[0], pos, bias, *caches),
+            str(path),
+            input_names=["frame", "positions", "key_bias", *names],
+            output_names=["disparity", *[f"next_{n}" for n in names]],
+            opset_version=18,
+            dynamo=True,
+            external_data=False,
+        )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    t_caches = [c.clone() for c in caches]
+    o_caches = [c.numpy() for c in caches]
+    for k, x in enumerate(frames):
+        pos, bias = slot_inputs(context, k)
+        with torch.no_grad():
+            t_out = step(x, pos, bias, *t_caches)
+        o_out = sess.run(None, {"frame": x.numpy(), "positions": pos.numpy(), "key_bias": bias.numpy(),
+                                **dict(zip(names, o_caches, strict=True))})  # fmt: skip
+        np.testing.assert_allclose(o_out[0], t_out[0].numpy(), rtol=1e-3, atol=1e-4)
+        t_caches, o_caches = list(t_out[1:]), list(o_out[1:])
+        for a, b in zip(o_caches, t_caches, strict=True):  # LayerNorm outputs, O(1)
+            np.testing.assert_allclose(a, b.numpy(), rtol=1e-3, atol=1e-3)
