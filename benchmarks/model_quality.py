@@ -78,10 +78,17 @@ def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path
         return {k: f[k] for k in f.files}
 
 
-def predict(bundle, rgbs: np.ndarray, per_frame: bool, min_depth: float, max_depth: float) -> np.ndarray:
+def predict(bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float) -> np.ndarray:
+    """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine)."""
+    from endo_depth_model.causal import CausalDepth
     from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
     from endo_depth_model.streaming import StreamingDepth
 
+    if isinstance(per_frame, str):
+        pre = Preprocessor(input_hw=(224, 280))
+        engine = CausalDepth(bundle.model, lambda rgb: pre(rgb)[0], fit=per_frame)
+        disp = [engine.push(rgb)[0].disparity for rgb in rgbs]
+        return np.asarray(disparity_to_depth(np.stack(disp), min_depth, max_depth), dtype=np.float64)
     if per_frame:
         kw = {"window": 1, "overlap": 0, "blend": 0, "align": False}
     else:
@@ -174,7 +181,7 @@ def main() -> int:
     lo, hi = float(meta.get("min_depth", 0.001)), float(meta.get("max_depth", 0.3))
     bundle = load_depth_model("vitt", args.weights)
     t0 = time.time()
-    methods = ["aligned", "per_frame", "light_heuristic", "constant"]
+    methods = ["aligned", "causal", "causal_fit", "per_frame", "light_heuristic", "constant"]
     results: dict = {"weights": str(args.weights), "label": args.label, "presets": {}, "real": {}}
     for preset in args.presets:
         rows = {m: [] for m in methods}
@@ -183,6 +190,8 @@ def main() -> int:
             fov = detect_fov(data["rgb"]).mask
             preds = {
                 "aligned": predict(bundle, data["rgb"], False, lo, hi),
+                "causal": predict(bundle, data["rgb"], "none", lo, hi),
+                "causal_fit": predict(bundle, data["rgb"], "previous", lo, hi),
                 "per_frame": predict(bundle, data["rgb"], True, lo, hi),
                 "light_heuristic": np.stack([light_heuristic_depth(x) for x in data["rgb"]]),
                 "constant": np.stack([constant_depth(x) for x in data["rgb"]]),
@@ -214,7 +223,9 @@ def main() -> int:
         fov = detect_fov(rgbs).mask
         aligned = predict(bundle, rgbs, False, lo, hi)
         single = predict(bundle, rgbs, True, lo, hi)
+        causal = predict(bundle, rgbs, "none", lo, hi)
         fa, fs = flicker(aligned, rgbs, fov), flicker(single, rgbs, fov)
+        fc = flicker(causal, rgbs, fov)
         heur = np.stack([light_heuristic_depth(x) for x in rgbs])
         results["real"][name] = {
             "frames": len(rgbs),
@@ -222,6 +233,7 @@ def main() -> int:
             "flicker_aligned": fa,
             "flicker_per_frame": fs,
             "flicker_ratio": fa / fs if fs > 0 else float("nan"),
+            "flicker_causal": fc,
         }
         if args.previews is not None:
             args.previews.mkdir(parents=True, exist_ok=True)
@@ -264,7 +276,8 @@ def main() -> int:
         print(
             f"real {name}: flicker aligned {r['flicker_aligned']:.4f}, "
             f"per frame {r['flicker_per_frame']:.4f}, "
-            f"ratio {r['flicker_ratio']:.2f}; field of view {100 * r['fov_fraction']:.0f} %"
+            f"ratio {r['flicker_ratio']:.2f}, causal {r['flicker_causal']:.4f}; "
+            f"field of view {100 * r['fov_fraction']:.0f} %"
         )
     print(f"saved {args.out} ({results['minutes']:.1f} min)")
     return 0

@@ -66,6 +66,13 @@ class PipelineConfig:
     # points outside it, left out of the alignment fits; an all-black frame gets no depth and no
     # odometry step), off = every pixel is scene
     fov_mask: str = "auto"
+    # causal: depth for every frame as it arrives (zero hold-back, no warm-up; endo_depth_model.causal);
+    # aligned: EndoDAV's overlapping windows with scale/shift alignment (frames held back by up to
+    # blend + stride - 1, a window of warm-up); auto: causal on the torch backend, aligned on graph
+    # backends (their exported graphs are window graphs)
+    latency_mode: str = "auto"
+    causal_context: int = 31  # earlier frames the causal temporal attention sees (1 .. 31)
+    causal_fit: str = "none"  # none | previous (see endo_depth_model.causal)
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
@@ -103,6 +110,16 @@ class PipelineConfig:
                 f"precision {self.precision} is for the torch backend; {self.backend} runs its graphs at "
                 "their own precision (use auto or fp32)"
             )
+        if self.latency_mode not in ("auto", "causal", "aligned"):
+            problems.append(f"latency_mode {self.latency_mode!r} must be auto, causal or aligned")
+        elif self.latency_mode == "causal" and self.backend in ("onnxruntime", "tensorrt"):
+            problems.append(
+                f"latency_mode causal runs on the torch backend; {self.backend} graphs serve the aligned mode"
+            )
+        if not 1 <= self.causal_context <= 31:
+            problems.append(f"causal_context must be in 1..31, got {self.causal_context}")
+        if self.causal_fit not in ("none", "previous"):
+            problems.append(f"causal_fit {self.causal_fit!r} must be none or previous")
         if self.fov_mask not in ("auto", "off"):
             problems.append(f"fov_mask {self.fov_mask!r} must be auto or off")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -246,15 +263,34 @@ class DepthPipeline:
         self.pose_model = pose_model if pose_model is not None else load_pose_model(cfg)
         self.preprocessor = Preprocessor((cfg.input_height, cfg.input_width))
         self._disp_to_depth = disparity_to_depth
-        self.stream = StreamingDepth(
-            self.model,
-            lambda rgb: self.preprocessor(rgb)[0],
-            window=cfg.window,
-            overlap=cfg.overlap,
-            stride=cfg.stride,
-            blend=cfg.blend,
-            device=self.device,
-        )
+        self.latency_mode = cfg.latency_mode
+        if self.latency_mode == "auto":
+            self.latency_mode = "causal" if hasattr(getattr(model, "model", model), "head") else "aligned"
+        if self.latency_mode == "causal":
+            from endo_depth_model.causal import CausalDepth
+            from endo_depth_model.streaming import StreamError
+
+            try:
+                self.stream = CausalDepth(
+                    self.model,
+                    lambda rgb: self.preprocessor(rgb)[0],
+                    context=min(cfg.causal_context, self.model.config.num_frames - 1),
+                    fit=cfg.causal_fit,
+                    device=self.device,
+                    precision=self.precision if cfg.backend in ("torch", "auto") else "fp32",
+                )
+            except StreamError as exc:
+                raise PipelineError(f"latency_mode causal: {exc}") from exc
+        else:
+            self.stream = StreamingDepth(
+                self.model,
+                lambda rgb: self.preprocessor(rgb)[0],
+                window=cfg.window,
+                overlap=cfg.overlap,
+                stride=cfg.stride,
+                blend=cfg.blend,
+                device=self.device,
+            )
         self.scale = ScaleEstimator(
             cfg.scale_mode,
             cfg.fixed_scale,

@@ -56,6 +56,7 @@ _RANGES = {
     "kinematic_window": IntegerRange(from_value=1, to_value=10000, step=1),
     "kinematic_min_pairs": IntegerRange(from_value=1, to_value=10000, step=1),
     "torch_threads": IntegerRange(from_value=0, to_value=256, step=1),
+    "causal_context": IntegerRange(from_value=1, to_value=31, step=1),
     "input_queue_depth": IntegerRange(from_value=1, to_value=10000, step=1),
 }
 _FRANGES = {
@@ -115,6 +116,10 @@ PARAM_DOCS = {
     "backend": "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
     "engine_cache": "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",
     "fov_mask": "auto: detect the scope's black border (NaN depth, no points there, not fitted) or off",
+    "latency_mode": "auto (causal on the torch backend, else aligned), causal: depth for every frame as it "
+    "arrives (zero hold-back), or aligned: EndoDAV's overlapping windows (held back by blend + stride - 1)",
+    "causal_context": "earlier frames the causal temporal attention sees (1..31)",
+    "causal_fit": "causal scale continuity: none (the head's own) or previous (fit to the last frame)",
     # node
     "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
     "queue_size": "frames held between the callbacks and the worker",
@@ -215,7 +220,12 @@ class DepthNode(Node):
         c = self.pipeline_cfg
         self.get_logger().info(
             f"ready: {c.model_config} on {c.device}, input {c.input_height}x{c.input_width}, "
-            f"window {c.window}, stride {c.stride}, scale {c.scale_mode}, {self._backend_name()}, {odo}"
+            + (
+                f"causal (zero hold-back, {c.causal_context} cached frames)"
+                if self.pipeline.latency_mode == "causal"
+                else f"aligned (window {c.window}, stride {c.stride})"
+            )
+            + f", scale {c.scale_mode}, {self._backend_name()}, {odo}"
         )
 
     # ---- parameters --------------------------------------------------------------------------------
@@ -514,6 +524,8 @@ class DepthNode(Node):
             "backend": self._backend_name(),
             "head_passes": self.pipeline.stats.head_passes,
             "reanchors": self.pipeline.stats.reanchors,
+            "latency_mode": self.pipeline.latency_mode,
+            "hold_back_frames": self.pipeline.stream.frames_pending,
             "field_of_view": self.pipeline.stats.fov_kind or "off",
             "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",
             "frames_nothing_visible": self.pipeline.stats.fov_empty,

@@ -20,7 +20,7 @@ solved in closed form, and the nearest of tissue, shafts and jaws wins; ``Frame`
 come from the same test.
 
 Shading: a point light at the scope tip (falloff exponent, power and spot size randomised), Lambert +
-Blinn-Phong (wet tissue and metal specular), blood patches and vessels in the albedo, smoke as
+Blinn-Phong (wet tissue and metal specular), auto-exposure, blood patches and vessels in the albedo, smoke as
 depth-dependent haze with drifting density, vignetting, the scope's field-of-view border (circle or
 octagon, black, NaN depth), sensor noise, blur, exposure and JPEG artefacts. Everything is a function of
 ``LaparoscopyConfig.seed``.
@@ -139,8 +139,8 @@ def laparoscopy_preset(name: str, seed: int, **overrides) -> LaparoscopyConfig:
     cfg = LaparoscopyConfig(
         seed=seed,
         fov_deg=float(rng.uniform(60, 90)),
-        wall_mm=float(rng.uniform(80, 160)),
-        organs=int(rng.integers(3, 8)),
+        wall_mm=float(rng.uniform(70, 150)),
+        organs=int(rng.integers(4, 10)),
         bowel_loops=int(rng.integers(0, 4)),
         instruments=int(rng.choice([0, 1, 1, 2, 2, 2, 3])),
         palettes=tuple(UNSEEN_PALETTES) if unseen else tuple(ORGAN_PALETTES),
@@ -162,7 +162,7 @@ def laparoscopy_preset(name: str, seed: int, **overrides) -> LaparoscopyConfig:
         if unseen
         else tuple(float(v) for v in rng.uniform([0.95, 0.95, 0.85], [1.05, 1.05, 1.02])),
         motion=str(rng.choice(["handheld", "ecm"])),
-        tilt_deg=float(rng.uniform(0, 40)),
+        tilt_deg=float(rng.uniform(10, 45)),
     )
     cfg = replace(cfg, **overrides)
     cfg.validate()
@@ -231,9 +231,9 @@ class _Surface:
         reach = 0.7 * extent_mm
         for _ in range(cfg.organs):
             cx, cy = rng.uniform(-reach, reach, 2)
-            a, b = rng.uniform(15, 55, 2)
+            a, b = rng.uniform(20, 70, 2)
             rot = rng.uniform(0, np.pi)
-            h = rng.uniform(0.25, 0.6) * cfg.wall_mm
+            h = rng.uniform(0.3, 0.7) * cfg.wall_mm
             xr = (xx - cx) * math.cos(rot) + (yy - cy) * math.sin(rot)
             yr = -(xx - cx) * math.sin(rot) + (yy - cy) * math.cos(rot)
             q = 1.0 - (xr / a) ** 2 - (yr / b) ** 2
@@ -253,13 +253,20 @@ class _Surface:
             step = rng.uniform(0.6, 1.2) * extent_mm / 200
             curve = p0 + np.cumsum(np.stack([np.cos(ang), np.sin(ang)], 1) * step, 0)
             base_z = cfg.wall_mm - rng.uniform(0.1, 0.35) * cfg.wall_mm + 4 * np.sin(2 * np.pi * 3 * t)
-            dist = np.full((n, n), np.inf, np.float32)
-            zc = np.zeros((n, n), np.float32)
-            for k in range(0, 200, 2):
-                dk = np.hypot(xx - curve[k, 0], yy - curve[k, 1])
-                closer = dk < dist
-                dist = np.where(closer, dk, dist)
-                zc = np.where(closer, base_z[k], zc)
+            # distance to the curve and the curve's height there: one distance transform with labels
+            import cv2
+
+            cols = np.clip(np.round((curve[:, 0] - self.x0) / self.res), 0, n - 1).astype(int)
+            rows = np.clip(np.round((curve[:, 1] - self.x0) / self.res), 0, n - 1).astype(int)
+            seeds = np.ones((n, n), np.uint8)
+            seeds[rows, cols] = 0
+            dist_px, labels = cv2.distanceTransformWithLabels(
+                seeds, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, labelType=cv2.DIST_LABEL_PIXEL
+            )
+            label_z = np.zeros(labels.max() + 1, np.float32)
+            label_z[labels[rows, cols]] = base_z
+            zc = label_z[labels]
+            dist = dist_px * self.res
             inside = dist < rb
             top = np.where(inside, zc - np.sqrt(np.clip(rb * rb - dist * dist, 0, None)), np.inf)
             closer = top < s
@@ -622,7 +629,12 @@ class LaparoscopySimulator:
             dens = cfg.smoke * np.clip(0.7 + 0.5 * dens, 0, 1.5).ravel()
             haze = dens * (1 - np.exp(-np.nan_to_num(ray_len, nan=1e3) / cfg.wall_mm))
             lin = lin * (1 - haze) + 0.75 * haze * cfg.light_power
-        lin = lin * np.asarray(cfg.white_balance)[:, None] * cfg.exposure
+        # auto-exposure, as a laparoscope's camera does: the 95th brightness percentile in the view maps
+        # to 0.8 (gain bounded), then the sequence's exposure bias
+        luma = np.nan_to_num(lin.mean(0).reshape(h, w)[self.fov_mask], nan=0.0)
+        p95 = float(np.percentile(luma, 95)) if luma.size else 1.0
+        gain = float(np.clip(0.8 / max(p95, 1e-6), 0.25, 4.0))
+        lin = lin * np.asarray(cfg.white_balance)[:, None] * cfg.exposure * gain
         img = lin.T.reshape(h, w, 3) * self._vignette[..., None]
         img = np.nan_to_num(img, nan=0.0)
         img = np.clip(img, 0, 1) ** (1 / 2.2)

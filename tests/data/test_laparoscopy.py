@@ -150,3 +150,29 @@ def test_colon_preset_varies_and_keeps_the_camera_inside():
         assert np.isfinite(frame.depth).mean() > 0.5
         radii.add(round(cfg.geometry.radius_mm, 3))
     assert len(radii) == 4
+
+
+def test_synth_command_writes_laparoscopy_with_masks_and_colon(tmp_path, capsys):
+    import cv2
+
+    from endo_depth_model.cli import main
+    from endo_depth_model.data import open_sequences
+
+    out = tmp_path / "lap"
+    argv = ["synth", "--preset", "lap", "--seed", "3", "--frames", "2", "--size", "40", "52",
+            "--out", str(out), "--formats", "folder", "--depth-format", "npy"]  # fmt: skip
+    assert main(argv) == 0
+    seq = open_sequences(str(out / "frames"))[0]
+    frame = seq[1]
+    assert frame.rgb.shape == (40, 52, 3) and frame.depth.shape == (40, 52) and frame.T_world_cam is not None
+    sim = LaparoscopySimulator(laparoscopy_preset("lap", 3, n_frames=2, height=40, width=52))
+    np.testing.assert_array_equal(frame.depth, sim.render(1).depth)
+    mask = cv2.imread(str(out / "frames/instruments/000001.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(mask > 0, sim.instrument_mask(1))
+    assert "instruments" in capsys.readouterr().out
+    assert main(["synth", "--preset", "lap", "--out", str(out), "--formats", "mcap"]) == 2
+    assert "folder and mp4" in capsys.readouterr().out
+    colon = tmp_path / "colon"
+    argv = ["synth", "--preset", "colon", "--seed", "2", "--frames", "2", "--size", "32", "40",
+            "--out", str(colon), "--formats", "folder"]  # fmt: skip
+    assert main(argv) == 0

@@ -92,3 +92,29 @@ def test_the_pipeline_masks_the_scope_border_and_skips_blind_frames():
             break
     with pytest.raises(PipelineError, match="fov_mask"):
         DepthPipeline(PipelineConfig(fov_mask="maybe"))
+
+
+def test_latency_modes():
+    """auto = causal on the torch backend: one depth per pushed frame at once, no warm-up; aligned holds
+    frames back; a causal request on a graph backend is refused."""
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(40, 256, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
+    causal = DepthPipeline(
+        PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+    )
+    assert causal.latency_mode == "causal"
+    for i, rgb in enumerate(frames):
+        out, _ = causal.push(rgb, i)
+        assert [d.stamp for d in out] == [i]  # zero hold-back, from the first frame
+        assert causal.stream.frames_pending == 0
+    assert causal.stats.reanchors == 1  # the first frame anchors
+    aligned_cfg = PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+    aligned_cfg.latency_mode = "aligned"
+    aligned = DepthPipeline(aligned_cfg)
+    held = [len(aligned.push(rgb, i)[0]) for i, rgb in enumerate(frames)]
+    assert held[0] == 0 and sum(held) < len(frames)  # a warm-up, then frames held back
+    assert len(aligned.flush()) == len(frames) - sum(held)
+    bad = PipelineConfig(backend="onnxruntime")
+    bad.latency_mode = "causal"
+    with pytest.raises(PipelineError, match="torch backend"):
+        bad.validate()

@@ -136,7 +136,14 @@ def test_robot_pose_stopping_keeps_depth_flowing_and_holds_the_kinematic_scale(w
             pub_img.publish(_image(frames[i], i))
             time.sleep(0.1)
         assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 14, 60)
-        assert peer.wait_for(lambda: _diag(peer).get("is_metric") == "True", 10), _diag(peer)
+
+        # a diagnostics message from after the 14th frame (zero hold-back: depth can arrive before the
+        # next periodic diagnostics)
+        def settled() -> bool:
+            d = _diag(peer)
+            return d.get("is_metric") == "True" and d.get("frames_published") == "14"
+
+        assert peer.wait_for(settled, 10), _diag(peer)
         scale_before = _diag(peer)["metric_scale"]
         n_diag = len(peer.received["/diagnostics"])
         for i in range(14, 22):  # robot_pose stops; the robot moves on by 50 mm meanwhile
