@@ -101,6 +101,17 @@ def predict(bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: fl
     return np.asarray(disparity_to_depth(np.stack(disp), min_depth, max_depth), dtype=np.float64)
 
 
+def method_prediction(method: str, bundle, rgbs: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    from endo_depth_model.quality import constant_depth, light_heuristic_depth
+
+    if method == "light_heuristic":
+        return np.stack([light_heuristic_depth(x) for x in rgbs])
+    if method == "constant":
+        return np.stack([constant_depth(x) for x in rgbs])
+    mode = {"aligned": False, "per_frame": True, "causal": "none", "causal_fit": "previous"}[method]
+    return predict(bundle, rgbs, mode, lo, hi)
+
+
 def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
     from endo_depth_model.evaluate import EvalConfig, evaluate_sequence, summarise
     from endo_depth_model.quality import depth_range_ratio, edge_ordinal_accuracy, instrument_nearer
@@ -156,7 +167,7 @@ def main() -> int:
     from endo_depth_model.colormap import colorize_depth
     from endo_depth_model.fov import detect_fov
     from endo_depth_model.infer import load_depth_model
-    from endo_depth_model.quality import constant_depth, flicker, light_heuristic_depth
+    from endo_depth_model.quality import flicker, light_heuristic_depth
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -171,6 +182,12 @@ def main() -> int:
     ap.add_argument("--real-frames", type=int, default=63)
     ap.add_argument("--previews", type=Path, default=None, help="folder for input | depth preview PNGs")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=["aligned", "causal", "causal_fit", "per_frame", "light_heuristic", "constant"],
+        help="methods to score (the causal fit variant is the slowest to evaluate)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,21 +198,14 @@ def main() -> int:
     lo, hi = float(meta.get("min_depth", 0.001)), float(meta.get("max_depth", 0.3))
     bundle = load_depth_model("vitt", args.weights)
     t0 = time.time()
-    methods = ["aligned", "causal", "causal_fit", "per_frame", "light_heuristic", "constant"]
+    methods = list(args.methods)
     results: dict = {"weights": str(args.weights), "label": args.label, "presets": {}, "real": {}}
     for preset in args.presets:
         rows = {m: [] for m in methods}
         for seed in tqdm(PRESETS[preset], desc=f"{preset}", unit="seq"):
             data = render(preset, seed, args.frames, tuple(args.size), args.data)
             fov = detect_fov(data["rgb"]).mask
-            preds = {
-                "aligned": predict(bundle, data["rgb"], False, lo, hi),
-                "causal": predict(bundle, data["rgb"], "none", lo, hi),
-                "causal_fit": predict(bundle, data["rgb"], "previous", lo, hi),
-                "per_frame": predict(bundle, data["rgb"], True, lo, hi),
-                "light_heuristic": np.stack([light_heuristic_depth(x) for x in data["rgb"]]),
-                "constant": np.stack([constant_depth(x) for x in data["rgb"]]),
-            }
+            preds = {m: method_prediction(m, bundle, data["rgb"], lo, hi) for m in methods}
             for m in methods:
                 rows[m].append(score(preds[m], data, fov))
         summary = {}

@@ -3,9 +3,10 @@
 Video Depth Anything's encoder sees each frame alone; only the head's four temporal modules mix frames,
 by attention over the frame axis at every pixel. The causal engine runs the head for the newest frame
 only: in each temporal attention block the newest frame's query attends to its own key and to the keys
-and values of up to ``context`` earlier frames, rebuilt from a ring buffer of those frames' cached
-attention inputs (the LayerNorm outputs, one (pixels, C) tensor per frame and attention block). Per
-frame that is one encoder pass and one single-frame head pass: a flat cost, no periodic window pass.
+and values of up to ``context`` earlier frames, kept in a ring buffer (their position-free key and
+value projections; the position terms are added for the slots' current positions, which the bias-free
+projections make exact). Per frame that is one encoder pass and one single-frame head pass: a flat
+cost, no periodic window pass.
 
 Exactness: while the buffer has not yet dropped a frame, the output for frame k equals frame k of the
 full head on frames 0..k with causal attention masking (``VideoDepthAnything.decode(..., causal=True)``);
@@ -60,17 +61,18 @@ class CausalStep(nn.Module):
     """One causal frame: ``(frame (1, 3, H, W) normalised, positions, key_bias, *caches)`` ->
     ``(disparity (1, H, W) >= 0 at the network size, *next caches)``."""
 
-    def __init__(self, model):
+    def __init__(self, model, head=None):
         super().__init__()
         self.model = model
+        self.head = head if head is not None else model.head  # e.g. the torch backend's channels-last copy
 
     def cache_shapes(self, input_hw: tuple[int, int], context: int) -> list[tuple[int, int, int]]:
-        return self.model.head.cache_shapes((input_hw[0] // 14, input_hw[1] // 14), context)
+        return self.head.cache_shapes((input_hw[0] // 14, input_hw[1] // 14), context)
 
     def forward(self, frame, positions, key_bias, *caches):
         h, w = frame.shape[-2:]
         tokens = self.model.pretrained.forward_intermediates(frame, self.model.config.intermediate_layers)
-        out, nxt = self.model.head.forward_causal(
+        out, nxt = self.head.forward_causal(
             list(tokens), (h // 14, w // 14), list(caches), positions, key_bias
         )
         return (F.relu(out.float())[:, 0], *nxt)
@@ -114,7 +116,8 @@ class CausalDepth:
         if not 0 < fit_momentum <= 1:
             raise StreamError(f"fit_momentum must be in (0, 1], got {fit_momentum}")
         self.device = torch.device(device)
-        self.step_module = CausalStep(inner.to(self.device).eval())
+        head = getattr(model, "head", None) if model is not inner else None
+        self.step_module = CausalStep(inner.to(self.device).eval(), head)
         self.precision = precision or getattr(model, "precision", "fp32")
         self._autocast = lambda: autocast(self.precision, self.device)
         self.preprocessor = preprocessor

@@ -77,27 +77,35 @@ class TemporalAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(n, t, c)
         return self.to_out[1](self.to_out[0](out))
 
-    def step(self, y: torch.Tensor, cache: torch.Tensor, positions: torch.Tensor, key_bias: torch.Tensor):
+    def step(self, y, cache_k, cache_v, positions, key_bias):
         """One causal step for the newest frame.
 
         ``y`` (N, 1, C): the newest frame's attention input (LayerNorm output, before the position
-        encoding); ``cache`` (N, L, C): the same for up to L earlier frames, right-aligned (the newest
-        cached frame last); ``positions`` (L + 1,) long: each slot's position in the window (cached slots,
-        then the newest frame); ``key_bias`` (L + 1,) float: 0 for valid slots, -inf for empty ones.
-        Returns the newest frame's attention output (N, 1, C) and the next cache (N, L, C): the oldest
-        slot dropped, ``y`` appended.
+        encoding). The projections have no bias, so ``to_k(y + pe) = to_k(y) + to_k(pe)``: the cache
+        holds the position-free projections ``cache_k = to_k(y)``, ``cache_v = to_v(y)`` (N, L, C) of up to
+        L earlier frames, right-aligned (the newest cached frame last), and the position terms are added
+        for the slots' current positions, so a sliding window costs no re-projection. ``positions``
+        (L + 1,) long: each slot's position in the window (cached slots, then the newest frame);
+        ``key_bias`` (L + 1,) float: 0 for valid slots, -inf for empty ones. Returns the newest frame's
+        attention output (N, 1, C) and the next caches (oldest slot dropped, the newest appended).
         """
         n, _, c = y.shape
-        seq = torch.cat([cache, y], dim=1)  # (N, L + 1, C)
-        pe = self.pos_encoder.pe[0].index_select(0, positions).to(seq.dtype)  # (L + 1, C)
-        seq_pe = seq + pe
+        pe = self.pos_encoder.pe[0].index_select(0, positions).to(y.dtype)  # (L + 1, C)
+        keys = torch.cat([cache_k, self.to_k(y)], dim=1)  # (N, L + 1, C), position-free
+        values = torch.cat([cache_v, self.to_v(y)], dim=1)
         h, d = self.num_heads, c // self.num_heads
-        q = self.to_q(seq_pe[:, -1:]).reshape(n, 1, h, d).transpose(1, 2)
-        k = self.to_k(seq_pe).reshape(n, -1, h, d).transpose(1, 2)
-        v = self.to_v(seq_pe).reshape(n, -1, h, d).transpose(1, 2)
-        mask = key_bias.to(q.dtype).view(1, 1, 1, -1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(n, 1, c)
-        return self.to_out[1](self.to_out[0](out)), seq[:, 1:]
+        q = self.to_q(y + pe[-1]).reshape(n, 1, h, d).transpose(1, 2)
+        k = (keys + self.to_k(pe)).reshape(n, -1, h, d).transpose(1, 2)
+        v = (values + self.to_v(pe)).reshape(n, -1, h, d).transpose(1, 2)
+        # one query per pixel with a few channels per head: plain matmuls in fp32 beat the fused kernel
+        # (and its bf16 path) on CPU, measured at every module's size
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            scores = (q.float() @ k.float().transpose(-1, -2)) * (d**-0.5) + key_bias.float().view(
+                1, 1, 1, -1
+            )
+            out = (torch.softmax(scores, dim=-1) @ v.float()).to(y.dtype)
+        out = out.transpose(1, 2).reshape(n, 1, c)
+        return self.to_out[1](self.to_out[0](out)), keys[:, 1:], values[:, 1:]
 
 
 class GEGLU(nn.Module):
@@ -152,13 +160,13 @@ class TemporalTransformerBlock(nn.Module):
         return x.reshape(b, p, num_frames, c).transpose(1, 2).reshape(bt, p, c).contiguous()
 
     def step(self, x, caches, positions, key_bias):
-        """The newest frame only: ``x`` (P, 1, C); ``caches`` one (P, L, C) per attention block.
-        Returns (x, next caches)."""
+        """The newest frame only: ``x`` (P, 1, C); ``caches`` two (P, L, C) per attention block (keys,
+        values). Returns (x, next caches)."""
         out = []
-        for attention, norm, cache in zip(self.attention_blocks, self.norms, caches, strict=True):
-            a, nxt = attention.step(norm(x), cache, positions, key_bias)
+        for i, (attention, norm) in enumerate(zip(self.attention_blocks, self.norms, strict=True)):
+            a, k, v = attention.step(norm(x), caches[2 * i], caches[2 * i + 1], positions, key_bias)
             x = a + x
-            out.append(nxt)
+            out += [k, v]
         x = self.ff(self.ff_norm(x)) + x
         return x, out
 
@@ -196,13 +204,13 @@ class TemporalTransformer(nn.Module):
         return hidden.reshape(bt, h, w, c).permute(0, 3, 1, 2) + x
 
     def step(self, x, caches, positions, key_bias):
-        """Causal step for one frame ``x`` (1, C, H, W); ``caches``: one (H*W, L, C) per attention block
-        of every transformer block, in order. Returns (output (1, C, H, W), next caches)."""
+        """Causal step for one frame ``x`` (1, C, H, W); ``caches``: two (H*W, L, C) per attention block
+        (keys, values) of every transformer block, in order. Returns (output (1, C, H, W), next caches)."""
         _, c, h, w = x.shape
         hidden = self.proj_in(self.norm(x).permute(0, 2, 3, 1).reshape(h * w, 1, c))
         out, k = [], 0
         for block in self.transformer_blocks:
-            n = len(block.attention_blocks)
+            n = 2 * len(block.attention_blocks)
             hidden, nxt = block.step(hidden, caches[k : k + n], positions, key_bias)
             out += nxt
             k += n
@@ -244,8 +252,8 @@ class TemporalModule(nn.Module):
 
     @property
     def cache_slots(self) -> int:
-        """Attention blocks whose inputs a causal step caches."""
-        return sum(len(b.attention_blocks) for b in self.temporal_transformer.transformer_blocks)
+        """Cache tensors of a causal step: keys and values of every attention block."""
+        return 2 * sum(len(b.attention_blocks) for b in self.temporal_transformer.transformer_blocks)
 
     def step(self, x, caches, positions, key_bias):
         """Causal step (see :meth:`TemporalTransformer.step`)."""
