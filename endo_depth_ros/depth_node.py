@@ -130,7 +130,7 @@ PARAM_DOCS = {
     "publish_points": "publish the PointCloud2 on points",
     "points_stride": "keep every N-th row and column in the point cloud",
     "publish_colored": "publish colourised depth on depth/colored",
-    "publish_tf": "broadcast odom -> camera on /tf (when tf2_msgs is installed)",
+    "publish_tf": "broadcast odom -> camera on /tf (tf2_msgs: a ROS install's, or the one bootstrap builds)",
     "diagnostics_period": "seconds between /diagnostics messages",
     "robot_pose_tolerance": "max seconds between a frame and the robot pose paired with it",
     "flush_after_s": "seconds without input (and >= 3 frame intervals) after which held-back frames are "

@@ -81,4 +81,22 @@ if ! stamp_ok ament "$ament_hash"; then
     || { echo "[bootstrap] generated messages do not import" >&2; exit 1; }
   stamp_set ament "$ament_hash"
 fi
+# 5: tf2_msgs (TFMessage) where no ROS install provides it: the node's TF broadcast needs it
+if ! "$venv/bin/python" -c "import tf2_msgs.msg" 2>/dev/null; then
+  tf_hash=$(cd "$root" && find interfaces/tf2_msgs -type f | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-16)
+  if ! stamp_ok tf2 "$tf_hash" || ! "$venv/bin/python" -c "import tf2_msgs.msg" 2>/dev/null; then
+    say "building tf2_msgs (TFMessage) into the venv"
+    log="$root/build/tf2_msgs.log"; mkdir -p "$root/build"
+    if ! { cmake -S "$root/interfaces/tf2_msgs" -B "$root/build/tf2_msgs" -DCMAKE_PREFIX_PATH="$venv" \
+            -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF \
+         && cmake --build "$root/build/tf2_msgs" -j2 && cmake --install "$root/build/tf2_msgs"; } > "$log" 2>&1; then
+      tail -40 "$log" >&2
+      echo "[bootstrap] CMake build of tf2_msgs failed; full log: $log" >&2
+      exit 1
+    fi
+    "$venv/bin/python" -c "from tf2_msgs.msg import TFMessage" \
+      || { echo "[bootstrap] the built tf2_msgs does not import" >&2; exit 1; }
+    stamp_set tf2 "$tf_hash"
+  fi
+fi
 say "ready: $venv"

@@ -13,6 +13,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
 
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.msg import DepthAlignment
@@ -44,6 +45,7 @@ OUTPUTS = {
     "/test/pose": PoseStamped,
     "/test/odom": Odometry,
     "/diagnostics": DiagnosticArray,
+    "/tf": TFMessage,
 }
 
 
@@ -124,6 +126,13 @@ def test_every_frame_yields_one_depth_image_with_its_stamp_and_all_outputs(weigh
     assert peer.received["/test/odom"][0].child_frame_id == "endoscope_optical"
     q = poses[-1].pose.orientation
     assert math.isclose(q.x**2 + q.y**2 + q.z**2 + q.w**2, 1.0, rel_tol=1e-6)
+    # TF: odom -> camera for every frame, at the frame's stamp, the same motion as the pose topic
+    tfs = [t for m in peer.received["/tf"] for t in m.transforms]
+    assert len(tfs) == 20
+    assert all((t.header.frame_id, t.child_frame_id) == ("odom", "endoscope_optical") for t in tfs)
+    assert sorted(conv.stamp_to_ns(t.header.stamp) for t in tfs) == sent
+    last = max(tfs, key=lambda t: conv.stamp_to_ns(t.header.stamp))
+    assert math.isclose(last.transform.translation.x, poses[-1].pose.position.x, abs_tol=1e-9)
     diag = _diag(peer)
     assert diag["frames_received"] == "20" and diag["frames_published"] == "20"
     assert diag["frames_rejected"] == "0" and diag["frames_dropped"] == "0"
