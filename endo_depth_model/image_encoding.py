@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "COMPRESSED_FORMATS",
+    "decode_compressed",
     "ENCODINGS",
     "ImageEncodingError",
     "bytes_per_pixel",
@@ -164,3 +166,30 @@ def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
         return np.repeat(array[..., None], 3, axis=2)
     grey = (array.astype(np.uint32) + 128) // 257
     return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+
+
+#: image codecs a ``sensor_msgs/CompressedImage`` may carry that :func:`decode_compressed` reads
+COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+
+
+def decode_compressed(data, fmt: str = "") -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` payload -> (H, W, 3) uint8 RGB.
+
+    ``fmt`` is the message's ``format`` field (``jpeg``, ``png``, or image_transport's
+    ``rgb8; jpeg compressed bgr8``); colour order is taken from the codec (OpenCV decodes BGR, which is
+    what image_transport's compressed publisher encodes), grey images are replicated to 3 channels.
+    :class:`ImageEncodingError` for a format that is not JPEG or PNG (e.g. compressedDepth) or bytes
+    that do not decode.
+    """
+    import cv2
+
+    low = (fmt or "").lower()
+    if "compresseddepth" in low:
+        raise ImageEncodingError(f"compressed format {fmt!r} is a depth codec, not an endoscope colour image")
+    if low and not any(f in low for f in COMPRESSED_FORMATS):
+        raise ImageEncodingError(f"compressed format {fmt!r} is not one of {COMPRESSED_FORMATS}")
+    buf = np.frombuffer(bytes(data), np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is None:
+        raise ImageEncodingError(f"{buf.size} bytes do not decode as {fmt or 'an image'}")
+    return np.ascontiguousarray(img[..., ::-1])

@@ -250,7 +250,12 @@ class BagPlayer:
             for t in self.topics
         }
         self.pace_source = pace_source or next(
-            (t for t in self.topics if self.info.topics[t][0] == "sensor_msgs/msg/Image"), None
+            (
+                t
+                for t in self.topics
+                if self.info.topics[t][0] in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+            ),
+            None,
         )
         self.max_in_flight = max_in_flight
         self.paced = 0

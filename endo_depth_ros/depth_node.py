@@ -24,11 +24,12 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from endo_depth_model.colormap import ColorRange, colorize_depth
+from endo_depth_model.image_encoding import ImageEncodingError, decode_compressed
 from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, PipelineError
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.frame_queue import POLICIES, FrameQueue
@@ -75,6 +76,7 @@ class NodeParams:
     qos: str = "sensor_data"  # sensor_data | reliable
     queue_size: int = 4
     queue_policy: str = "drop_oldest"
+    transport: str = "raw"  # raw: sensor_msgs/Image on image; compressed: CompressedImage on image/compressed
     odom_frame: str = "odom"
     camera_frame: str = ""  # "" = the input image's frame_id
     intrinsics: tuple = ()  # fx, fy, cx, cy in input pixels, used when no camera_info arrives
@@ -124,6 +126,8 @@ PARAM_DOCS = {
     "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
     "queue_size": "frames held between the callbacks and the worker",
     "queue_policy": "when the queue is full: drop_oldest (bounded latency) or drop_newest",
+    "transport": "raw (sensor_msgs/Image on image) or compressed (sensor_msgs/CompressedImage, jpeg or png, "
+    "on image/compressed)",
     "odom_frame": "frame of pose, odom and TF",
     "camera_frame": "child frame of odom and TF; empty = the input image's frame_id",
     "intrinsics": "[fx, fy, cx, cy] of the input images, used until a camera_info arrives",
@@ -206,7 +210,10 @@ class DepthNode(Node):
         self.pub_odom = self.create_publisher(Odometry, "odom", out_qos)
         self.pub_tf = self.create_publisher(TFMessage, "/tf", out_qos) if TFMessage is not None else None
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
-        self.create_subscription(Image, "image", self._on_image, image_qos)
+        if self.params.transport == "compressed":
+            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, image_qos)
+        else:
+            self.create_subscription(Image, "image", self._on_image, image_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, image_qos)
         self.create_subscription(PoseStamped, "robot_pose", self._on_robot_pose, QoSProfile(depth=50))
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -255,6 +262,8 @@ class DepthNode(Node):
             problems.append(str(exc))
         if params.qos not in ("sensor_data", "reliable"):
             problems.append(f"qos must be sensor_data or reliable, got {params.qos!r}")
+        if params.transport not in ("raw", "compressed"):
+            problems.append(f"transport must be raw or compressed, got {params.transport!r}")
         if params.queue_policy not in POLICIES:
             problems.append(f"queue_policy must be one of {POLICIES}, got {params.queue_policy!r}")
         if len(params.intrinsics) not in (0, 4) or (params.intrinsics and min(params.intrinsics[:2]) <= 0):
@@ -326,6 +335,21 @@ class DepthNode(Node):
         except conv.ImageEncodingError as exc:
             self._reject("bad_image", str(exc))
             return
+        self._accept(rgb, msg, now)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        now = time.monotonic()
+        self.frames_received += 1
+        self._in_times.append(now)
+        try:
+            rgb = decode_compressed(msg.data, msg.format)
+        except ImageEncodingError as exc:
+            self._reject("bad_compressed", str(exc))
+            return
+        self._accept(rgb, msg, now)
+
+    def _accept(self, rgb: np.ndarray, msg, now: float) -> None:
+        """A decoded frame: checked against the stream (size, stamp order), then queued."""
         hw = rgb.shape[:2]
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         with self._lock:

@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import matrix_to_quaternion, quaternion_to_matrix
-from ..image_encoding import ImageEncodingError, image_to_numpy, numpy_to_image_fields, to_rgb8
+from ..image_encoding import (
+    ImageEncodingError,
+    decode_compressed,
+    image_to_numpy,
+    numpy_to_image_fields,
+    to_rgb8,
+)
 from .sequence import CorruptFileError, DataError, Frame, MissingFileError, Sequence, depth_from_millimetres
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
 COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 IMAGE_T = "sensor_msgs/msg/Image"
+COMPRESSED_T = "sensor_msgs/msg/CompressedImage"
 INFO_T = "sensor_msgs/msg/CameraInfo"
 POSE_T = "geometry_msgs/msg/PoseStamped"
 
@@ -53,7 +60,9 @@ class RosbagWriter:
     """Incremental rosbag2 writer (topics in the module docstring): ``add(frame)``, then ``close()``.
 
     ``storage`` is ``mcap`` or ``sqlite3``; ``out_dir`` must not exist yet (rosbag2 convention). Depth
-    and pose topics are created when the first frame carrying them arrives.
+    and pose topics are created when the first frame carrying them arrives. ``image_format`` ``jpeg``
+    or ``png`` writes the colour images as ``sensor_msgs/CompressedImage`` on ``<image_topic>/compressed``
+    (as image_transport names it) instead of raw ``sensor_msgs/Image``.
     """
 
     def __init__(
@@ -66,8 +75,15 @@ class RosbagWriter:
         pose_topic: str = "/ground_truth/pose",
         frame_id: str = "endoscope_optical_frame",
         world_frame: str = "world",
+        image_format: str = "raw",
     ):
         from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if image_format not in ("raw", "jpeg", "png"):
+            raise DataError(f"image_format must be raw, jpeg or png, got {image_format!r}")
+        self.image_format = image_format
+        if image_format != "raw":
+            image_topic = f"{image_topic}/compressed"
 
         plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
         if storage not in plugins:
@@ -106,8 +122,20 @@ class RosbagWriter:
         t = T["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000)
         Header = T["std_msgs/msg/Header"]
         header = Header(stamp=t, frame_id=self.frame_id)
-        image = self._image_msg(header, frame.rgb, "rgb8")
-        self.writer.write(self._conn("image", IMAGE_T), stamp, ts.serialize_cdr(image, IMAGE_T))
+        if self.image_format == "raw":
+            image = self._image_msg(header, frame.rgb, "rgb8")
+            self.writer.write(self._conn("image", IMAGE_T), stamp, ts.serialize_cdr(image, IMAGE_T))
+        else:
+            import cv2
+
+            ext = ".jpg" if self.image_format == "jpeg" else ".png"
+            ok, buf = cv2.imencode(ext, np.ascontiguousarray(frame.rgb[..., ::-1]))
+            if not ok:
+                raise DataError(f"could not encode frame {frame.index} as {self.image_format}")
+            msg = T[COMPRESSED_T](
+                header=header, format=f"rgb8; {self.image_format} compressed bgr8", data=buf.ravel()
+            )
+            self.writer.write(self._conn("image", COMPRESSED_T), stamp, ts.serialize_cdr(msg, COMPRESSED_T))
         K = np.asarray(frame.K, dtype=np.float64)
         P = np.zeros((3, 4))
         P[:, :3] = K
@@ -198,11 +226,16 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
         topics = sorted({c.topic for c in conns})
 
         def first_encoding(c):
+            if c.msgtype == COMPRESSED_T:  # colour unless it is a compressedDepth stream
+                for _, _, raw in reader.messages(connections=[c]):
+                    fmt = ts.deserialize_cdr(raw, COMPRESSED_T).format
+                    return "compressedDepth" if "compresseddepth" in fmt.lower() else "rgb8"
+                return None
             for _, _, raw in reader.messages(connections=[c]):
                 return ts.deserialize_cdr(raw, IMAGE_T).encoding
             return None
 
-        image_conns = [c for c in conns if c.msgtype == IMAGE_T]
+        image_conns = [c for c in conns if c.msgtype in (IMAGE_T, COMPRESSED_T)]
         encodings = {c.topic: first_encoding(c) for c in image_conns}
         colour = [t for t, e in encodings.items() if e in COLOUR_ENCODINGS]
         depth = sorted(t for t, e in encodings.items() if e in DEPTH_ENCODINGS)
@@ -215,10 +248,13 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
             image_topic = colour[0]
         elif image_topic not in encodings:
             raise DataError(
-                f"{path}: no sensor_msgs/Image topic {image_topic!r}; topics: {', '.join(topics)}"
+                f"{path}: no sensor_msgs/Image topic {image_topic!r} (nor CompressedImage); "
+                f"topics: {', '.join(topics)}"
             )
         info_topics = sorted({c.topic for c in conns if c.msgtype == INFO_T})
-        ns = image_topic.rsplit("/", 1)[0]
+        # image_transport names: <ns>/image_raw and <ns>/image_raw/compressed share <ns>/camera_info
+        base = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+        ns = base.rsplit("/", 1)[0]
         info_topic = f"{ns}/camera_info" if f"{ns}/camera_info" in info_topics else None
         if info_topic is None and len(info_topics) == 1:
             info_topic = info_topics[0]
@@ -272,9 +308,11 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
             )
         return infos[i][1].copy()
 
-    def decode_image(raw) -> tuple[int, np.ndarray, str]:
-        msg = ts.deserialize_cdr(raw, IMAGE_T)
+    def decode_image(raw, msgtype: str = IMAGE_T) -> tuple[int, np.ndarray, str]:
+        msg = ts.deserialize_cdr(raw, msgtype)
         try:
+            if msgtype == COMPRESSED_T:
+                return _stamp_ns(msg.header), decode_compressed(msg.data, msg.format), "rgb8"
             arr = image_to_numpy(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
             return _stamp_ns(msg.header), arr, msg.encoding
         except ImageEncodingError as exc:
@@ -306,7 +344,7 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
                 return frame
 
             for c, _, raw in reader.messages(connections=wanted):
-                stamp, arr, encoding = decode_image(raw)
+                stamp, arr, encoding = decode_image(raw, c.msgtype)
                 if c.topic == image_topic:
                     pending.append((stamp, to_rgb8(arr, encoding)))
                 else:

@@ -355,3 +355,50 @@ def test_sigterm_mid_stream_shuts_down_cleanly(weights):
     assert node.proc.returncode == 0, out
     assert "Traceback" not in out and "terminate called" not in out and "Fatal Python error" not in out
     assert final_diag_seen, out
+
+
+def test_compressed_transport_decodes_jpeg_and_png_and_counts_bad_bytes(weights):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    node = NodeProcess(
+        {
+            **SMALL,
+            "model.weights": weights["weights"],
+            "model.pose_weights": weights["pose_weights"],
+            "qos": "reliable",
+            "transport": "compressed",
+            "queue_size": 100,
+            "queue_policy": "drop_newest",
+            "intrinsics": [50.0, 50.0, (W - 1) / 2, (H - 1) / 2],
+        }
+    )
+    peer = Peer()
+    peer.subscribe(Image, "/test/depth/image")
+    peer.subscribe(DiagnosticArray, "/diagnostics")
+    pub = peer.publisher(CompressedImage, "/test/image/compressed")
+    try:
+        assert peer.wait_for(lambda: pub.get_subscription_count() > 0 or node.proc.poll() is not None, 60)
+        frames = textured_frames(8, H, W)
+        for i, rgb in enumerate(frames):
+            fmt = "jpeg" if i % 2 else "png"
+            ok, buf = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else 'png'}", rgb[..., ::-1])
+            assert ok
+            pub.publish(
+                CompressedImage(header=_header(i), format=f"rgb8; {fmt} compressed bgr8", data=buf.tobytes())
+            )
+            time.sleep(0.05)
+            if i == 3:  # truncated bytes and a depth codec: rejected with their own reason
+                pub.publish(CompressedImage(header=_header(100 + i), format="jpeg", data=buf.tobytes()[:40]))
+                pub.publish(
+                    CompressedImage(header=_header(200 + i), format="16UC1; compressedDepth", data=b"x")
+                )
+        assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 8, 60)
+        assert peer.wait_for(lambda: _diag(peer).get("rejected.bad_compressed") == "2", 10), _diag(peer)
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    stamps = sorted(conv.stamp_to_ns(m.header.stamp) for m in peer.received["/test/depth/image"])
+    assert stamps == [conv.stamp_to_ns(_header(i).stamp) for i in range(8)]
+    assert _diag(peer)["frames_received"] == "10" and _diag(peer)["errors"] == "0"
