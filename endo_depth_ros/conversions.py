@@ -65,6 +65,11 @@ def camera_info_to_K(msg: CameraInfo) -> tuple[np.ndarray, tuple[int, int]]:
     return K, (int(msg.height), int(msg.width))
 
 
+def camera_info_distortion(msg: CameraInfo) -> tuple[str, np.ndarray]:
+    """``CameraInfo`` -> (distortion_model, D as float64)."""
+    return str(msg.distortion_model), np.asarray(msg.d, dtype=np.float64).ravel()
+
+
 def make_camera_info(K: np.ndarray, height: int, width: int, header: Header) -> CameraInfo:
     """A distortion-free ``CameraInfo`` for an image of ``height`` x ``width`` with intrinsics ``K``."""
     K = np.asarray(K, dtype=np.float64)

@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger
 from endo_depth_model.colormap import ColorRange, colorize_depth
 from endo_depth_model.image_encoding import ImageEncodingError, decode_compressed
 from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, PipelineError
+from endo_depth_model.rectify import DistortionError, make_rectifier
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.frame_queue import POLICIES, FrameQueue
 from endo_depth_ros.msg import DepthAlignment
@@ -162,6 +163,7 @@ class _Frame:
     header: Header
     K: np.ndarray
     received: float  # time.monotonic() at the callback
+    rectifier: object = None  # endo_depth_model.rectify.Rectifier of the frame's calibration, if distorted
 
 
 class DepthNode(Node):
@@ -178,6 +180,9 @@ class DepthNode(Node):
         self._in_times: deque[float] = deque(maxlen=300)
         self._K: np.ndarray | None = None
         self._K_hw: tuple[int, int] | None = None
+        self._calibration_key = None  # (model, D, K, size) of the last camera_info
+        self._rectifier = None  # undistorts images when camera_info has distortion
+        self._distortion_problem = ""  # unsupported distortion: frames are rejected with this message
         if len(self.params.intrinsics) == 4:
             fx, fy, cx, cy = (float(v) for v in self.params.intrinsics)
             self._K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
@@ -298,6 +303,23 @@ class DepthNode(Node):
             self.rejected["bad_camera_info"] += 1
             self.get_logger().warning(str(exc), throttle_duration_sec=5.0)
             return
+        model, D = conv.camera_info_distortion(msg)
+        key = (model, D.tobytes(), K.tobytes(), hw)
+        if key != self._calibration_key:  # maps are computed once per calibration
+            try:
+                rectifier, problem = make_rectifier(K, D, model, hw), ""
+            except DistortionError as exc:
+                rectifier, problem = None, str(exc)
+            with self._lock:
+                self._calibration_key, self._rectifier, self._distortion_problem = key, rectifier, problem
+            if problem:
+                self.get_logger().error(
+                    f"camera_info: {problem}; frames are rejected (unsupported_distortion)"
+                )
+            elif rectifier is not None:
+                self.get_logger().info(
+                    f"camera_info: {model} distortion; images are rectified before inference"
+                )
         with self._lock:
             self._expire_awaiting(time.monotonic())
             self._K, self._K_hw = K, hw
@@ -376,12 +398,16 @@ class DepthNode(Node):
         hw = rgb.shape[:2]
         with self._lock:
             K, K_hw = self._K, self._K_hw
+            rectifier, problem = self._rectifier, self._distortion_problem
+        if problem:
+            self._reject("unsupported_distortion", problem)
+            return
         if K_hw is not None and K_hw != hw:
             self._reject(
                 "camera_info_size", f"camera_info is for {K_hw[1]}x{K_hw[0]}, image is {hw[1]}x{hw[0]}"
             )
             return
-        if self.queue.put(_Frame(rgb, header, K, received)) is not None:
+        if self.queue.put(_Frame(rgb, header, K, received, rectifier)) is not None:
             self.get_logger().warning(
                 f"inference behind: queue full ({self.params.queue_policy}), frame dropped",
                 throttle_duration_sec=2.0,
@@ -419,6 +445,8 @@ class DepthNode(Node):
                 continue
             last_input = time.monotonic()
             try:
+                if frame.rectifier is not None:  # the outputs describe the rectified (pinhole) camera
+                    frame.rgb = frame.rectifier.rectify(frame.rgb)
                 self._pending[index] = frame
                 depths, motion = self.pipeline.push(frame.rgb, index)
                 index += 1
@@ -553,6 +581,11 @@ class DepthNode(Node):
             "field_of_view": self.pipeline.stats.fov_kind or "off",
             "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",
             "frames_nothing_visible": self.pipeline.stats.fov_empty,
+            "rectification": (
+                f"unsupported: {self._distortion_problem}"
+                if self._distortion_problem
+                else (self._rectifier.model if self._rectifier is not None else "none")
+            ),
             "scale_source": scale.mode,
             "metric_scale": f"{scale.scale:.6g}",
             "is_metric": scale.is_metric,

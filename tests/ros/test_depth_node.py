@@ -402,3 +402,38 @@ def test_compressed_transport_decodes_jpeg_and_png_and_counts_bad_bytes(weights)
     stamps = sorted(conv.stamp_to_ns(m.header.stamp) for m in peer.received["/test/depth/image"])
     assert stamps == [conv.stamp_to_ns(_header(i).stamp) for i in range(8)]
     assert _diag(peer)["frames_received"] == "10" and _diag(peer)["errors"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("model", "D", "expect"),
+    [("plumb_bob", [-0.2, 0.05, 0.0, 0.0, 0.0], "plumb_bob"), ("weird_lens", [0.1, 0.2], "unsupported")],
+)
+def test_distortion_is_rectified_or_refused_never_ignored(weights, model, D, expect):
+    node, peer, pub_img, pub_info = _start(weights, queue_size=100, queue_policy="drop_newest")
+    try:
+        frames = textured_frames(6, H, W)
+        for i, rgb in enumerate(frames):
+            info = conv.make_camera_info(K, H, W, _header(i))
+            info.distortion_model, info.d = model, [float(v) for v in D]
+            pub_info.publish(info)
+            time.sleep(0.02)
+            pub_img.publish(_image(rgb, i))
+            time.sleep(0.08)
+        if expect == "unsupported":
+            ok = peer.wait_for(lambda: _diag(peer).get("rejected.unsupported_distortion") == "6", 30)
+        else:
+            ok = peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 6, 60)
+        assert ok, _diag(peer)
+        assert peer.wait_for(lambda: _diag(peer).get("rectification", "").startswith(expect), 10), _diag(peer)
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    if expect == "unsupported":
+        assert not peer.received["/test/depth/image"]
+        assert "weird_lens" in _diag(peer)["rectification"]
+    else:  # outputs describe the rectified pinhole camera: same K, zero distortion
+        infos = peer.received["/test/depth/camera_info"]
+        assert len(infos) == 6 and all(
+            not any(m.d) and np.allclose(np.reshape(m.k, (3, 3)), K) for m in infos
+        )
