@@ -73,6 +73,9 @@ class PipelineConfig:
     latency_mode: str = "auto"
     causal_context: int = 31  # earlier frames the causal temporal attention sees (1 .. 31)
     causal_fit: str = "none"  # none | previous (see endo_depth_model.causal)
+    # image-level scene cuts (endo_depth_model.scene_cut): re-anchor depth, start a new odometry segment
+    # (the pose holds across the cut) and restart the kinematic scale
+    scene_cuts: bool = True
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
@@ -157,6 +160,8 @@ class PipelineStats:
     frames_out: int = 0
     head_passes: int = 0
     reanchors: int = 0
+    reanchor_reasons: dict = field(default_factory=dict)  # reason -> count (first, scene_cut, residual, ...)
+    scene_cuts: int = 0  # image-level cuts detected: each starts a new odometry segment
     fov_empty: int = 0  # frames in which nothing was visible (all black): no depth, no odometry step
     fov_kind: str = ""  # none | border | empty (the latest frame's field of view)
     fov_fraction: float = 1.0
@@ -303,6 +308,10 @@ class DepthPipeline:
         from endo_depth_model.fov import FovTracker
 
         self.fov = FovTracker() if cfg.fov_mask == "auto" else None
+        from endo_depth_model.scene_cut import SceneCutDetector
+
+        self.cuts = SceneCutDetector() if cfg.scene_cuts else None
+        self._cut_pending = False  # the next re-anchor is the scene cut's
         self._masks: dict[int, np.ndarray] = {}  # stream index -> field-of-view mask of held-back frames
         self._prev_pose_input = None
         self._snippet_index = -1
@@ -362,6 +371,20 @@ class DepthPipeline:
         self.stats.frames_in += 1
         motion = None
         empty = False
+        before_cut: list[FrameDepth] = []
+        if self.cuts is not None and self.cuts.update(rgb):
+            # a new scene: finalise what the old one holds back, then restart depth, odometry pairing
+            # and scale (the pose holds: a new segment starts where the last one ended)
+            with torch.inference_mode():
+                before_cut = self._finalise(self.stream.flush())
+            self.stream.reset()
+            self._masks.clear()
+            self._prev_pose_input = None
+            self.scale.reset()
+            if self.fov is not None:
+                self.fov.reset()
+            self.stats.scene_cuts += 1
+            self._cut_pending = True
         if self.fov is not None:
             found = self.fov.update(rgb)
             self.stats.fov_kind, self.stats.fov_fraction = found.kind, found.fraction
@@ -383,7 +406,7 @@ class DepthPipeline:
                 else:
                     motion = FrameMotion(stamp, self.odometry.T_odom_cam.copy(), np.eye(4), state)
             results = self.stream.push(rgb, stamp)
-        out = self._finalise(results)
+        out = before_cut + self._finalise(results)
         self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
         del self.stats.infer_ms[:-1000]
         return out, motion
@@ -406,6 +429,9 @@ class DepthPipeline:
                 self._snippet_index += 1
                 if r.stats.reanchored:
                     self.stats.reanchors += 1
+                    reason = "scene_cut" if self._cut_pending else (r.stats.reason or "first")
+                    self._cut_pending = False
+                    self.stats.reanchor_reasons[reason] = self.stats.reanchor_reasons.get(reason, 0) + 1
             depth = self._disp_to_depth(
                 np.clip(r.disparity, 0.0, None), self.cfg.min_depth, self.cfg.max_depth
             )

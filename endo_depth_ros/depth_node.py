@@ -123,6 +123,7 @@ PARAM_DOCS = {
     "arrives (zero hold-back), or aligned: EndoDAV's overlapping windows (held back by blend + stride - 1)",
     "causal_context": "earlier frames the causal temporal attention sees (1..31)",
     "causal_fit": "causal scale continuity: none (the head's own) or previous (fit to the last frame)",
+    "scene_cuts": "detect image-level scene cuts: re-anchor depth, new odometry segment, restart the scale",
     # node
     "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
     "queue_size": "frames held between the callbacks and the worker",
@@ -577,6 +578,7 @@ class DepthNode(Node):
             "head_passes": self.pipeline.stats.head_passes,
             "reanchors": self.pipeline.stats.reanchors,
             "latency_mode": self.pipeline.latency_mode,
+            "scene_cuts": self.pipeline.stats.scene_cuts,
             "hold_back_frames": self.pipeline.stream.frames_pending,
             "field_of_view": self.pipeline.stats.fov_kind or "off",
             "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",
@@ -594,6 +596,7 @@ class DepthNode(Node):
             "errors": sum(self.errors.values()),
         }
         values.update(self._process_values())
+        values.update({f"reanchors.{k}": v for k, v in sorted(self.pipeline.stats.reanchor_reasons.items())})
         values.update({f"rejected.{k}": v for k, v in sorted(self.rejected.items())})
         values.update({f"error.{k}": v for k, v in sorted(self.errors.items())})
         return {k: str(v) for k, v in values.items()}

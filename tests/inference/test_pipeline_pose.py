@@ -118,3 +118,30 @@ def test_latency_modes():
     bad.latency_mode = "causal"
     with pytest.raises(PipelineError, match="torch backend"):
         bad.validate()
+
+
+@pytest.mark.parametrize("mode", ["causal", "aligned"])
+def test_a_scene_cut_reanchors_depth_and_starts_a_new_odometry_segment(mode):
+    from endo_depth_model.data.laparoscopy import LaparoscopySimulator, laparoscopy_preset
+    from endo_depth_model.data.simulator import EndoscopySimulator, preset
+    from endo_depth_model.scene_cut import SceneCutDetector
+
+    tube = [f.rgb for f in EndoscopySimulator(preset("target", seed=4, n_frames=7, height=48, width=64))]
+    lap = [f.rgb for f in LaparoscopySimulator(laparoscopy_preset("lap", 5, n_frames=7, height=48, width=64))]
+    frames = tube + lap  # a spliced recording
+    detector = SceneCutDetector()
+    assert [i for i, f in enumerate(frames) if detector.update(f)] == [7]  # exactly at the splice
+    cfg = PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+    cfg.latency_mode = mode
+    pipe = DepthPipeline(cfg)
+    out, motions = [], []
+    for i, rgb in enumerate(frames):
+        d, m = pipe.push(rgb, i)
+        out += d
+        motions.append(m)
+    out += pipe.flush()
+    assert sorted(d.stamp for d in out) == list(range(14))  # every frame, none lost at the cut
+    assert pipe.stats.scene_cuts == 1 and pipe.stats.reanchor_reasons.get("scene_cut") == 1
+    assert np.allclose(motions[7].T_prev_cur, np.eye(4))  # no step integrated across the cut
+    assert np.array_equal(motions[7].T_odom_cam, motions[6].T_odom_cam)  # the new segment starts there
+    assert not np.allclose(motions[8].T_prev_cur, np.eye(4))
