@@ -457,11 +457,11 @@ def main(args: argparse.Namespace) -> int:
     from endo_depth_model.infer import InferError, load_depth_model, resolve_model_defaults
     from endo_depth_model.streaming import StreamError
 
-    resolve_model_defaults(args)
     t0 = time.perf_counter()
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     cfg = EvalConfig(args.eval_min_depth, args.eval_max_depth, args.unit_scale)
     try:
+        resolve_model_defaults(args)
         sequences = open_sequences(args.data)
         if not sequences:
             raise InferError(f"no sequences in {args.data}")

@@ -213,6 +213,7 @@ class InferOptions:
     device: str = "cpu"
     progress: bool = True
     align: bool = True  #: False: each window as it comes (with window 1: per-frame inference)
+    video_in_out: bool = False  #: the colourised MP4 goes into the output folder, not beside the input
     fov_mask: bool = True  #: detect the scope's black border: NaN depth and no points there, not fitted
 
 
@@ -289,7 +290,12 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
     engine.on_pass = on_pass
     fov = FovTracker() if opts.fov_mask else None
     fov_kinds: dict[str, int] = {}
-    mp4 = Path(opts.video_path) if opts.video_path else _video_path(source, name, n_sequences, out_dir)
+    if opts.video_path:
+        mp4 = Path(opts.video_path)
+    elif opts.video_in_out:
+        mp4 = out_dir / f"{name.replace('/', '_')}_depth.mp4"
+    else:
+        mp4 = _video_path(source, name, n_sequences, out_dir)
     writer = VideoWriter(mp4, float(seq.fps or 30.0)) if opts.video else None
     colors = ColorRange(warmup=max(1, opts.window - opts.blend))
     frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -422,8 +428,11 @@ def resolve_model_defaults(args: argparse.Namespace) -> None:
     ):
         from safetensors import safe_open
 
-        with safe_open(str(args.weights), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(args.weights), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
+            raise InferError(f"cannot read weights {args.weights}: {exc} (corrupt or truncated?)") from None
     if getattr(args, "per_frame", False):
         args.window, args.overlap, args.blend, args.stride = 1, 0, 0, None
     if args.min_depth is None:
@@ -532,7 +541,10 @@ def register(subparsers) -> None:
     o.add_argument("--no-png", action="store_true", help="do not write 16-bit PNG depth")
     o.add_argument("--no-video", action="store_true", help="do not write the colourised MP4")
     o.add_argument(
-        "--video-path", type=Path, default=None, help="colourised MP4 path (default beside the input)"
+        "--video-path",
+        type=Path,
+        default=None,
+        help="colourised MP4 path (default: in --out when given, else beside the input)",
     )
     o.add_argument(
         "--pointcloud-every", type=int, default=0, metavar="N", help="write a PLY every N frames (0: none)"
@@ -599,6 +611,7 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
             align=not args.per_frame,
             fov_mask=not args.no_fov_mask,
+            video_in_out=args.out is not None,  # an explicit --out receives every output
         )
         summaries = run_infer(args.source, out, bundle, opts)
     except (InferError, DataError, CheckpointError, StreamError, BackendError, ValueError) as exc:

@@ -275,6 +275,11 @@ def build_vda(name_or_config: str | VDAConfig = "vitt", **overrides) -> VideoDep
             config = VDA_CONFIGS[name_or_config]
         except KeyError:
             raise ValueError(f"unknown VDA config {name_or_config!r}; known: {sorted(VDA_CONFIGS)}") from None
+    if "encoder" in overrides:
+        raise ValueError(
+            f"build_vda(encoder={overrides['encoder']!r}) would only rename the {config.encoder} config: "
+            f"pass the size as the first argument, build_vda({overrides['encoder']!r})"
+        )
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return VideoDepthAnything(config)

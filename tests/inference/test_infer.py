@@ -59,8 +59,9 @@ def test_infer_mp4_writes_all_outputs(tmp_path, vitt_weights, capsys):
     png = cv2.imread(str(seq / "depth_png" / "000003.png"), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint16 and png.shape == (H, W)
     np.testing.assert_allclose(png / meta["png_scale"], depth[3], atol=1.0 / meta["png_scale"])
-    # colourised video beside the input: input | depth, one frame per input frame
-    mp4 = tmp_path / "clip_depth.mp4"
+    # colourised video in the given --out (not beside the input): input | depth, one frame per input frame
+    mp4 = out / f"{seq.name}_depth.mp4"
+    assert not (tmp_path / "clip_depth.mp4").exists()
     assert meta["video"] == str(mp4) and mp4.is_file()
     frames = _read_video(mp4)
     assert len(frames) == N and frames[0].shape == (H, 2 * W, 3)
@@ -96,6 +97,11 @@ def test_infer_errors_are_reported(tmp_path, capsys):
 
     assert main(["infer", str(tmp_path / "nope.mp4"), "--encoder", "vitt", "--device", "cpu"]) == 1
     assert "nope.mp4" in capsys.readouterr().out
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    for cmd in ("infer", "eval"):
+        assert main([cmd, str(tmp_path / "nope.mp4"), "--weights", str(bad), "--device", "cpu"]) == 1
+        assert "corrupt or truncated" in capsys.readouterr().out
     with pytest.raises(InferError, match="adapter file not found"):
         load_depth_model("vitt", adapter=tmp_path / "missing.safetensors")
     with pytest.raises(InferError, match="unknown VDA config"):
@@ -135,7 +141,8 @@ def test_infer_rosbag_topic(tmp_path, vitt_weights):
     assert main(argv) == 0
     seq = next(p for p in out.iterdir() if p.is_dir())
     assert sorted(p.name for p in (seq / "depth").glob("*.npy")) == [f"{i:06d}.npy" for i in range(7)]
-    assert (tmp_path / "bag_depth.mp4").is_file()  # beside the bag
+    assert (out / f"{seq.name}_depth.mp4").is_file()  # in the given --out, not beside the bag
+    assert not (tmp_path / "bag_depth.mp4").exists()
 
 
 def test_infer_on_onnxruntime_backend_matches_torch(tmp_path, vitt_weights):

@@ -214,3 +214,11 @@ def test_metric_flag_keeps_architecture():
     assert {k: v.shape for k, v in relative.state_dict().items()} == {
         k: v.shape for k, v in metric.state_dict().items()
     }
+
+
+def test_build_vda_refuses_encoder_as_a_keyword():
+    """``encoder=`` would only rename the default tiny config: refused with the right call named."""
+    from endo_depth_model.models import build_vda
+
+    with pytest.raises(ValueError, match=r"build_vda\('vits'\)"):
+        build_vda(encoder="vits")
