@@ -106,9 +106,23 @@ class GraphMetadata:
     def encoder_name(self) -> str:
         return str(self.model_config.get("encoder", "?"))
 
+    def _cache_shapes(self) -> list[tuple[int, ...]]:
+        """The causal step's cache tensors (kind ``causal``; ``frames`` is the cached context)."""
+        torch = _torch()
+        from endo_depth_model.models import build_vda
+
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_config.items()}
+        name = cfg.pop("encoder")
+        with torch.device("meta"):
+            model = build_vda(name, **{k: v for k, v in cfg.items() if k != "encoder"})
+        return [tuple(s) for s in model.head.cache_shapes(tuple(self.patch_hw), self.frames)]
+
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> fixed shape of every graph input."""
         h, w = self.input_hw
+        if self.kind == "causal":
+            fixed = {"frame": (1, 3, h, w), "positions": (self.frames + 1,), "key_bias": (self.frames + 1,)}
+            return fixed | dict(zip(self.inputs[3:], self._cache_shapes(), strict=True))
         if self.kind == "encoder":
             return {self.inputs[0]: (self.frames, 3, h, w)}
         tokens = self.patch_hw[0] * self.patch_hw[1]
@@ -116,6 +130,9 @@ class GraphMetadata:
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> fixed shape of every graph output."""
+        if self.kind == "causal":
+            out = {"disparity": (1, *self.input_hw)}
+            return out | dict(zip(self.outputs[1:], self._cache_shapes(), strict=True))
         if self.kind == "encoder":
             tokens = self.patch_hw[0] * self.patch_hw[1]
             return {name: (self.frames, tokens, self.embed_dim) for name in self.outputs}
@@ -158,7 +175,7 @@ class GraphMetadata:
                 f"{source}: graph format version {meta.format_version} is newer than this package's "
                 f"{FORMAT_VERSION}; update endo_depth"
             )
-        if meta.kind not in ("encoder", "head"):
+        if meta.kind not in ("encoder", "head", "causal"):
             raise ExportError(f"{source}: unknown graph kind {meta.kind!r}")
         return meta
 
@@ -397,6 +414,45 @@ def export_head(
     return _export(HeadGraph(model, meta.patch_hw), example, Path(path), meta, verbose)
 
 
+def export_causal_step(
+    model,
+    path: str | Path,
+    input_hw: tuple[int, int],
+    context: int = 31,
+    opset: int = DEFAULT_OPSET,
+    fingerprint: str | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Write the causal step (:class:`endo_depth_model.causal.CausalStep`): ``frame (1, 3, H, W)``,
+    ``positions`` and ``key_bias`` ``(context + 1,)`` and the cache tensors ``cache_i`` in, the
+    ``disparity (1, H, W)`` and the next caches ``next_cache_i`` out; the runtime feeds each step's next
+    caches back (``endo_depth_model.causal.slot_inputs`` gives the two small inputs)."""
+    torch = _torch()
+    from endo_depth_model.causal import CausalStep, slot_inputs
+
+    model = prepare_for_export(model)
+    h, w = _check_hw(input_hw)
+    if not 1 <= context < model.config.num_frames:
+        raise ExportError(f"context {context} outside 1..{model.config.num_frames - 1}")
+    step = CausalStep(model).eval()
+    shapes = step.cache_shapes((h, w), context)
+    names = tuple(f"cache_{i}" for i in range(len(shapes)))
+    meta = dataclasses.replace(
+        _metadata(model, "causal", (h, w), context, fingerprint or model_fingerprint(model), opset),
+        inputs=("frame", "positions", "key_bias", *names),
+        outputs=("disparity", *(f"next_{n}" for n in names)),
+    )
+    gen = torch.Generator().manual_seed(0)
+    positions, key_bias = slot_inputs(context, context // 2)
+    example = (
+        torch.randn(1, 3, h, w, generator=gen),
+        positions,
+        key_bias,
+        *(torch.randn(*s, generator=gen) for s in shapes),
+    )
+    return _export(step, example, Path(path), meta, verbose)
+
+
 def graph_file_names(encoder: str, input_hw, window: int, encoder_frames: int = 1) -> tuple[str, str]:
     """Canonical file names ``<enc>_<H>x<W>_encoder_n<N>.onnx`` and ``<enc>_<H>x<W>_head_t<T>.onnx``."""
     h, w = input_hw
@@ -566,6 +622,12 @@ def register(subparsers) -> None:
     s.add_argument("--window", type=int, default=32, help="frames per head pass T (32)")
     s.add_argument("--encoder-frames", type=int, default=1, help="frames per encoder call N (1)")
     s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 18 ({DEFAULT_OPSET})")
+    s.add_argument(
+        "--causal",
+        action="store_true",
+        help="also export the causal step (one frame + cached keys/values in, depth + next cache out)",
+    )
+    s.add_argument("--context", type=int, default=31, help="causal step: earlier frames cached (31)")
     t = p.add_argument_group("TensorRT (needs tensorrt >= 10, pycuda and a CUDA GPU)")
     t.add_argument(
         "--tensorrt",
@@ -600,6 +662,17 @@ def main(args: argparse.Namespace) -> int:
             progress=True,
             verbose=args.verbose,
         )
+        causal = None
+        if args.causal:
+            h, w = args.input_size
+            causal = export_causal_step(
+                bundle.model,
+                args.out / f"{args.encoder}_{h}x{w}_causal{args.context}.onnx",
+                (h, w),
+                args.context,
+                args.opset,
+                verbose=args.verbose,
+            )
         engines = []
         if args.tensorrt != "none":
             from endo_depth_model.runtime.tensorrt_backend import build_or_load_engine
@@ -619,6 +692,6 @@ def main(args: argparse.Namespace) -> int:
         f"done in {time.perf_counter() - t0:.1f} s "
         f"({enc_meta.output_kind}, fingerprint {enc_meta.fingerprint})"
     )
-    for path in (graphs.encoder, graphs.head, *engines):
+    for path in (graphs.encoder, graphs.head, *([causal] if causal else []), *engines):
         print(f"  {path}  {path.stat().st_size / 2**20:.1f} MiB")
     return 0

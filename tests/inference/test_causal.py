@@ -111,18 +111,11 @@ def test_causal_step_round_trips_its_cache_through_onnx(model, tmp_path):
     caches = [torch.zeros(s) for s in shapes]
     pos, bias = slot_inputs(context, 0)
     names = [f"cache_{i}" for i in range(len(shapes))]
-    path = tmp_path / "causal_step.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            step,
-            (frames[0], pos, bias, *caches),
-            str(path),
-            input_names=["frame", "positions", "key_bias", *names],
-            output_names=["disparity", *[f"next_{n}" for n in names]],
-            opset_version=18,
-            dynamo=True,
-            external_data=False,
-        )
+    from endo_depth_model.export import check_graph, export_causal_step
+
+    path = export_causal_step(model, tmp_path / "causal_step.onnx", HW, context)
+    meta = check_graph(path)  # metadata, names and fixed shapes of the cache inputs and outputs
+    assert meta.kind == "causal" and meta.frames == context and list(meta.inputs[3:]) == names
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     t_caches = [c.clone() for c in caches]
     o_caches = [c.numpy() for c in caches]
