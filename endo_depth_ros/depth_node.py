@@ -165,6 +165,7 @@ class _Frame:
     K: np.ndarray
     received: float  # time.monotonic() at the callback
     rectifier: object = None  # endo_depth_model.rectify.Rectifier of the frame's calibration, if distorted
+    dequeued: float = 0.0  # time.monotonic() when the worker took it from the queue
 
 
 class DepthNode(Node):
@@ -177,6 +178,7 @@ class DepthNode(Node):
         self.frames_received = 0
         self.frames_published = 0
         self._latency_ms: deque[float] = deque(maxlen=2000)
+        self._processing_ms: deque[float] = deque(maxlen=2000)  # worker: queue exit to publish
         self._out_times: deque[float] = deque(maxlen=300)
         self._in_times: deque[float] = deque(maxlen=300)
         self._K: np.ndarray | None = None
@@ -444,7 +446,7 @@ class DepthNode(Node):
                 if self._pending and self._input_paused(idle):
                     self._flush()
                 continue
-            last_input = time.monotonic()
+            last_input = frame.dequeued = time.monotonic()
             try:
                 if frame.rectifier is not None:  # the outputs describe the rectified (pinhole) camera
                     frame.rgb = frame.rectifier.rectify(frame.rgb)
@@ -549,6 +551,8 @@ class DepthNode(Node):
             self.pub_alignment.publish(msg)
         now = time.monotonic()
         self._latency_ms.append((now - frame.received) * 1e3)
+        if frame.dequeued:
+            self._processing_ms.append((now - frame.dequeued) * 1e3)
         self._out_times.append(now)
         self.frames_published += 1
 
@@ -561,6 +565,7 @@ class DepthNode(Node):
 
     def diagnostics_values(self) -> dict[str, str]:
         lat = np.asarray(self._latency_ms) if self._latency_ms else np.zeros(1)
+        proc = np.asarray(self._processing_ms) if self._processing_ms else np.zeros(1)
         q = self.queue.counters
         scale = self.pipeline.scale.state()
         values = {
@@ -574,6 +579,8 @@ class DepthNode(Node):
             "output_rate_hz": f"{self._rate(self._out_times):.2f}",
             "latency_p50_ms": f"{np.percentile(lat, 50):.1f}",
             "latency_p95_ms": f"{np.percentile(lat, 95):.1f}",
+            "processing_p50_ms": f"{np.percentile(proc, 50):.1f}",
+            "processing_p95_ms": f"{np.percentile(proc, 95):.1f}",
             "backend": self._backend_name(),
             "head_passes": self.pipeline.stats.head_passes,
             "reanchors": self.pipeline.stats.reanchors,

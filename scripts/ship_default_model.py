@@ -4,6 +4,9 @@ the demo load it by default; it is cast back to float32 on load).
 
     .venv/bin/python scripts/ship_default_model.py runs/pretrain/vitt_pretrained.safetensors \
         runs/synthetic_target/checkpoints/best
+
+Without a checkpoint the base itself is shipped (``--stage`` says what it is); the pose network then
+stays as shipped.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base", type=Path, help="base VDA weights (stage 1)")
-    p.add_argument("checkpoint", type=Path, help="training checkpoint folder with the SSB adapter (stage 2)")
+    p.add_argument(
+        "checkpoint", type=Path, nargs="?", help="training checkpoint folder with the SSB adapter (stage 2)"
+    )
+    p.add_argument(
+        "--stage",
+        default="supervised source pretraining + self-supervised SSB fine-tuning on the target domain",
+        help="what the shipped weights are (stored in the file's metadata)",
+    )
     p.add_argument("--encoder", default="vitt")
     p.add_argument("--out", type=Path, default=ROOT / "endo_depth_model" / "weights")
     args = p.parse_args()
@@ -35,7 +45,7 @@ def main() -> int:
         raise SystemExit("merge failed: adapter keys left in the state dict")
     meta = (
         json.loads((args.checkpoint / "meta.json").read_text())
-        if (args.checkpoint / "meta.json").is_file()
+        if args.checkpoint is not None and (args.checkpoint / "meta.json").is_file()
         else {}
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +54,7 @@ def main() -> int:
         args.out / f"{args.encoder}_endodav.safetensors",
         metadata={
             "config": args.encoder,
-            "stage": "supervised source pretraining + self-supervised SSB fine-tuning on the target domain",
+            "stage": args.stage,
             "base": args.base.name,
             "checkpoint_step": str(meta.get("step", "")),
             "min_depth": "0.001",
@@ -54,8 +64,8 @@ def main() -> int:
     )
     n_values = sum(v.numel() for v in state.values())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n_values:,} values)")
-    pose_file = args.checkpoint / "pose_net.safetensors"
-    if pose_file.is_file():
+    pose_file = args.checkpoint / "pose_net.safetensors" if args.checkpoint is not None else None
+    if pose_file is not None and pose_file.is_file():
         # the pose network (12.5M parameters) fits the repository budget only as int8 weights
         pose = save_safetensors(
             quantize_int8(read_state_dict(pose_file)),

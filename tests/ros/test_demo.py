@@ -49,6 +49,9 @@ def test_demo_runs_the_node_on_a_synthetic_bag_and_reports_accuracy(tmp_path):
     assert summary["frames_evaluated"] == 24
     assert summary["abs_rel"] < DEMO_ABS_REL_BOUND
     assert "endo_depth demo: summary" in proc.stdout and "AbsRel / d<1.25" in proc.stdout
+    # replayed at the clip's own rate; the node's own time per frame is reported apart from queueing
+    assert summary["replay_rate"] == 1.0 and summary["latency_mode"] == "causal"
+    assert 0 < summary["processing_p50_ms"] <= summary["latency_p50_ms"]
     preview = np.asarray(Image.open(summary["preview"]))
     assert preview.shape == (96, 3 * 128 + 96 + 3 * 4, 3)  # RGB | depth | ground truth | camera path
     assert preview[:, 128 + 4 : 2 * 128 + 4].std() > 5  # the depth panel is not flat
@@ -72,10 +75,11 @@ def test_demo_on_a_users_mp4_without_ground_truth(tmp_path):
     write_video([f.rgb for f in sim], clip, fps=25)
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "endo_depth_ros.cli", "demo", "--input", str(clip), "--out", str(out)]
-    cmd += ["--timeout", "120"]
+    cmd += ["--timeout", "120", "--intrinsics", "70", "70", "39.5", "31.5"]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] == summary["frames_out"] == 20
     assert summary["frames_evaluated"] == 0 and "no ground truth in the input" in proc.stdout
+    assert "fx fy cx cy = 70 70 39.5 31.5 (--intrinsics)" in proc.stdout  # never silently ignored
     assert np.asarray(Image.open(summary["preview"])).shape == (64, 2 * 80 + 64 + 2 * 4, 3)  # RGB|depth|path
