@@ -285,7 +285,7 @@ def _predict_sequence(seq, bundle, args, align: bool = True):
     seconds of inference)."""
     import torch
 
-    from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
+    from endo_depth_model.preprocess import Preprocessor, output_to_depth
     from endo_depth_model.streaming import StreamingDepth
 
     engine = StreamingDepth(
@@ -317,7 +317,10 @@ def _predict_sequence(seq, bundle, args, align: bool = True):
     if str(args.device).startswith("cuda"):
         torch.cuda.synchronize()
     elapsed += time.perf_counter() - t0
-    pred = np.asarray(disparity_to_depth(np.stack(disp), args.min_depth, args.max_depth), dtype=np.float64)
+    metric = bool(getattr(getattr(bundle.model, "config", None), "metric", False))
+    pred = np.asarray(
+        output_to_depth(np.stack(disp), metric, args.min_depth, args.max_depth), dtype=np.float64
+    )
     has_gt = all(g is not None for g in gts)
     gt = np.stack(gts) if has_gt else None
     has_poses = all(p is not None for p in poses)

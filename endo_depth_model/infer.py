@@ -94,11 +94,12 @@ def load_depth_model(
     if checkpoint is not None and adapter is not None:
         raise InferError("give either --adapter or --checkpoint, not both")
     torch.manual_seed(seed)
+    metric = weights_are_metric(weights) if weights is not None else False
     try:
-        model = build_vda(encoder)
+        model = build_vda(encoder, metric=metric) if metric else build_vda(encoder)
     except ValueError as exc:
         raise InferError(str(exc)) from None
-    parts = [f"VDA-{encoder}"]
+    parts = [f"VDA-{encoder}" + (" metric depth (metres)" if metric else "")]
     sources: dict = {"encoder": encoder}
     if weights is not None:
         report = ckpt.load_vda_weights(model, weights)
@@ -192,6 +193,25 @@ def _video_path(source: str, sequence_name: str, n_sequences: int, out_dir: Path
     return path.parent / f"{stem}{suffix}_depth.mp4"
 
 
+def weights_are_metric(path: str | Path) -> bool:
+    """Whether a weights file holds a metric-depth VDA (its output is depth in metres, not disparity):
+    ``output_kind: metric_depth`` in safetensors metadata, or the official file name
+    ``metric_video_depth_anything_<size>.pth``. The state dicts of the two kinds are identical in shape,
+    so the name or the metadata is the only sign."""
+    path = Path(path)
+    if path.name.startswith("metric_"):
+        return True
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return (f.metadata() or {}).get("output_kind") == "metric_depth"
+        except Exception:  # noqa: BLE001 - unreadable files fail later with their own clear error
+            return False
+    return False
+
+
 @dataclass
 class InferOptions:
     """Options of :func:`run_infer` (see ``endo-depth infer --help``)."""
@@ -248,7 +268,7 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
     from endo_depth_model.data.video import VideoWriter
     from endo_depth_model.fov import FovTracker
     from endo_depth_model.geometry import backproject_np
-    from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
+    from endo_depth_model.preprocess import Preprocessor, output_to_depth
     from endo_depth_model.streaming import StreamingDepth
 
     name = seq.name or "sequence"
@@ -267,8 +287,10 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
             (seq_dir / sub).mkdir(parents=True, exist_ok=True)
     pass_stats: list[dict] = []
 
-    def to_depth(disparity: np.ndarray) -> np.ndarray:
-        return np.asarray(disparity_to_depth(disparity, opts.min_depth, opts.max_depth), dtype=np.float32)
+    metric = bool(getattr(getattr(bundle.model, "config", None), "metric", False))
+
+    def to_depth(output: np.ndarray) -> np.ndarray:
+        return np.asarray(output_to_depth(output, metric, opts.min_depth, opts.max_depth), dtype=np.float32)
 
     def on_pass(st, idx) -> None:
         pass_stats.append(
@@ -355,7 +377,9 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
         "source": str(source),
         "n_frames": n_done,
         "model": bundle.description,
-        "units": "relative depth: Monodepth2 disparity_to_depth of the aligned disparity",
+        "units": "metres: a metric-depth model's output"
+        if metric
+        else "relative depth: Monodepth2 disparity_to_depth of the aligned disparity",
         "min_depth": opts.min_depth,
         "max_depth": opts.max_depth,
         "png_scale": state["png_scale"],

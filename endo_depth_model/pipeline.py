@@ -268,6 +268,7 @@ class DepthPipeline:
         self.pose_model = pose_model if pose_model is not None else load_pose_model(cfg)
         self.preprocessor = Preprocessor((cfg.input_height, cfg.input_width))
         self._disp_to_depth = disparity_to_depth
+        self.metric = bool(getattr(getattr(self.model, "config", None), "metric", False))
         self.latency_mode = cfg.latency_mode
         if self.latency_mode == "auto":
             self.latency_mode = "causal" if hasattr(getattr(model, "model", model), "head") else "aligned"
@@ -432,9 +433,9 @@ class DepthPipeline:
                     reason = "scene_cut" if self._cut_pending else (r.stats.reason or "first")
                     self._cut_pending = False
                     self.stats.reanchor_reasons[reason] = self.stats.reanchor_reasons.get(reason, 0) + 1
-            depth = self._disp_to_depth(
-                np.clip(r.disparity, 0.0, None), self.cfg.min_depth, self.cfg.max_depth
-            )
+            out = np.clip(r.disparity, 0.0, None)
+            # a metric model's output is depth in metres already; a relative model's is disparity
+            depth = out if self.metric else self._disp_to_depth(out, self.cfg.min_depth, self.cfg.max_depth)
             depth = (depth * state.scale).astype(np.float32)
             depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
             mask = self._masks.pop(r.index, None)

@@ -174,3 +174,11 @@ def depth_to_disparity(depth, min_depth: float = 0.1, max_depth: float = 150.0):
     min_disp = 1.0 / max_depth
     max_disp = 1.0 / min_depth
     return (1.0 / depth - min_disp) / (max_disp - min_disp)
+
+
+def output_to_depth(output, metric: bool, min_depth: float, max_depth: float):
+    """The network's output -> depth: metric models predict depth in metres (returned as is); relative
+    models predict disparity (the Monodepth2 conversion :func:`disparity_to_depth`)."""
+    if metric:
+        return output
+    return disparity_to_depth(output, min_depth, max_depth)

@@ -292,3 +292,39 @@ def test_infer_masks_the_scope_border(tmp_path, vitt_weights):
     assert 0.75 * stop.sum() < n_points <= stop.sum()
     meta = json.loads((seq / "meta.json").read_text())
     assert meta["field_of_view"]["empty"] == 1 and meta["field_of_view"]["border"] == 8
+
+
+def test_metric_weights_are_recognised_and_not_converted_as_disparity(tmp_path, vitt_weights):
+    """A metric-depth VDA (official name metric_video_depth_anything_*, or output_kind metadata) outputs
+    metres: infer writes that output as depth, not disparity_to_depth of it."""
+    import shutil
+
+    from endo_depth_model.checkpoint import read_state_dict, save_safetensors
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.sequence import write_rgb
+    from endo_depth_model.infer import weights_are_metric
+    from endo_depth_model.preprocess import Preprocessor
+
+    named = tmp_path / "metric_video_depth_anything_vitt.safetensors"
+    shutil.copy(vitt_weights, named)
+    tagged = save_safetensors(read_state_dict(vitt_weights), tmp_path / "m.safetensors",
+                              metadata={"output_kind": "metric_depth"})  # fmt: skip
+    assert weights_are_metric(named) and weights_are_metric(tagged) and not weights_are_metric(vitt_weights)
+    bundle = load_depth_model("vitt", tagged)
+    assert bundle.model.config.metric and "metric depth" in bundle.description
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    frames = _frames(3)
+    for i, f in enumerate(frames):
+        write_rgb(folder / f"{i:04d}.png", f)
+    out = tmp_path / "o"
+    argv = ["infer", str(folder), "--encoder", "vitt", "--weights", str(tagged), "--input-size", "28", "42",
+            "--device", "cpu", "--out", str(out), "--no-video", "--no-png", "--per-frame",
+            "--precision", "fp32"]  # fmt: skip
+    assert main(argv) == 0
+    seq = next(p for p in out.iterdir() if p.is_dir())
+    x = Preprocessor(input_hw=(28, 42))(frames[1])
+    with torch.no_grad():
+        metres = bundle.model(x.reshape(1, 1, *x.shape[-3:]))[0, 0].numpy()
+    np.testing.assert_allclose(np.load(seq / "depth" / "000001.npy"), metres, rtol=1e-4, atol=1e-5)
+    assert "metres" in json.loads((seq / "meta.json").read_text())["units"]
