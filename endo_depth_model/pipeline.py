@@ -433,9 +433,9 @@ class DepthPipeline:
                     reason = "scene_cut" if self._cut_pending else (r.stats.reason or "first")
                     self._cut_pending = False
                     self.stats.reanchor_reasons[reason] = self.stats.reanchor_reasons.get(reason, 0) + 1
-            out = np.clip(r.disparity, 0.0, None)
+            raw = np.clip(r.disparity, 0.0, None)
             # a metric model's output is depth in metres already; a relative model's is disparity
-            depth = out if self.metric else self._disp_to_depth(out, self.cfg.min_depth, self.cfg.max_depth)
+            depth = raw if self.metric else self._disp_to_depth(raw, self.cfg.min_depth, self.cfg.max_depth)
             depth = (depth * state.scale).astype(np.float32)
             depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
             mask = self._masks.pop(r.index, None)
