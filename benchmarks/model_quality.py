@@ -159,6 +159,32 @@ def read_clip(path: Path, max_frames: int, width: int = 640) -> np.ndarray:
     return np.stack(frames)
 
 
+def static_odometry(weights: Path, rgbs: np.ndarray) -> dict:
+    """The node's pipeline (causal, shipped pose network) over a clip whose camera does not move: the
+    integrated path length over the median predicted depth, and the final rotation in degrees (both
+    should be near 0)."""
+    from endo_depth_model.geometry import matrix_to_axis_angle
+    from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
+
+    cfg = PipelineConfig(weights=str(weights))
+    pipe = DepthPipeline(cfg)
+    poses, depths = [], []
+    for i, rgb in enumerate(rgbs):
+        out, motion = pipe.push(rgb, i)
+        depths += [np.nanmedian(d.depth) for d in out]
+        if motion is not None:
+            poses.append(motion.T_odom_cam)
+    if len(poses) < 2:
+        return {}
+    xyz = np.stack([p[:3, 3] for p in poses])
+    path = float(np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum())
+    angle = float(np.degrees(np.linalg.norm(matrix_to_axis_angle(poses[-1][:3, :3]))))
+    return {
+        "static_path_over_depth": path / float(np.nanmedian(depths)),
+        "static_final_rotation_deg": angle,
+    }
+
+
 def main() -> int:
     import cv2
     import torch
@@ -237,7 +263,9 @@ def main() -> int:
         fa, fs = flicker(aligned, rgbs, fov), flicker(single, rgbs, fov)
         fc = flicker(causal, rgbs, fov)
         heur = np.stack([light_heuristic_depth(x) for x in rgbs])
+        odo = static_odometry(args.weights, rgbs) if name == "endonerf_pulling" else {}
         results["real"][name] = {
+            **odo,
             "frames": len(rgbs),
             "fov_fraction": float(fov.mean()),
             "flicker_aligned": fa,
@@ -287,7 +315,13 @@ def main() -> int:
             f"real {name}: flicker aligned {r['flicker_aligned']:.4f}, "
             f"per frame {r['flicker_per_frame']:.4f}, "
             f"ratio {r['flicker_ratio']:.2f}, causal {r['flicker_causal']:.4f}; "
-            f"field of view {100 * r['fov_fraction']:.0f} %"
+            + (
+                f"static camera: path {r['static_path_over_depth']:.2f} x median depth, "
+                f"rotation {r['static_final_rotation_deg']:.1f} deg; "
+                if "static_path_over_depth" in r
+                else ""
+            )
+            + f"field of view {100 * r['fov_fraction']:.0f} %"
         )
     print(f"saved {args.out} ({results['minutes']:.1f} min)")
     return 0
