@@ -38,7 +38,8 @@ def main(paths: list[str]) -> int:
                 print(f"| {r['label']} | {method} | " + " | ".join(cells) + " |")
     print("\n**real clips**\n")
     print(
-        "| model | clip | flicker aligned | flicker per frame | aligned / per frame | flicker causal | static path / depth | static rotation ° |"
+        "| model | clip | flicker aligned | flicker per frame | aligned / per frame | flicker causal "
+        "| static path / depth | static rotation ° |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in runs:
