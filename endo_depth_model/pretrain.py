@@ -45,6 +45,10 @@ class PretrainConfig:
     level_weight: float = 0.1
     grad_weight: float = 0.0  #: multi-scale gradient matching (MiDaS), 4 scales
     temporal_weight: float = 0.0  #: temporal gradient matching (VDA) over consecutive clip frames
+    #: scale-only term: L1 of disparity over its median, prediction against target. The SSI loss leaves the
+    #: shift free, so far regions can drift to zero disparity, which the fixed disparity-to-depth
+    #: conversion turns into the maximum depth; this anchors the shift.
+    shift_weight: float = 0.0
     init: str = ""  #: start from these VDA weights (safetensors / .pth) instead of a random model
     schedule: str = "onecycle"  #: onecycle | cosine (warm-up then cosine to 10 %; stretches on resume)
     precision: str = "fp32"  #: fp32 | bf16 | auto (bf16 autocast on CPUs that have it)
@@ -117,6 +121,19 @@ def ssi_terms(pred, target, valid, level_weight: float = 0.1, grad_scales: int =
             grad = grad + (gx.sum() + gy.sum()) / (mx.sum() + my.sum()).clamp_min(1)
         grad = grad / grad_scales
     return l1 + level_weight * level, grad
+
+
+def scale_only_loss(pred, target, valid):
+    """L1 between prediction and target disparity, each divided by its per-frame median over valid
+    pixels: invariant to scale only, so the disparity's zero (the far end of the depth conversion) is
+    supervised. ``pred``, ``target`` (N, H, W), ``valid`` (N, H, W) bool."""
+    import torch
+
+    n = pred.shape[0]
+    p, t, v = pred.reshape(n, -1), target.reshape(n, -1), valid.reshape(n, -1)
+    pm = torch.where(v, p, torch.nan).nanmedian(dim=1, keepdim=True).values.clamp_min(1e-6)
+    tm = torch.where(v, t, torch.nan).nanmedian(dim=1, keepdim=True).values.clamp_min(1e-6)
+    return ((p / pm - t / tm).abs() * v).sum() / v.sum().clamp_min(1)
 
 
 def temporal_gradient_loss(pred, target, valid, static_threshold: float = 0.05):
@@ -440,6 +457,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         ssi, grad = ssi_terms(pred, target, valid, cfg.level_weight, 4 if cfg.grad_weight > 0 else 0)
         tgm = temporal_gradient_loss(pred, target, valid) if cfg.temporal_weight > 0 else pred.new_zeros(())
         loss = ssi + cfg.grad_weight * grad + cfg.temporal_weight * tgm
+        if cfg.shift_weight > 0:
+            loss = loss + cfg.shift_weight * scale_only_loss(pred, target, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -14,6 +14,7 @@ from endo_depth_model.pretrain import (
     PretrainConfig,
     parse_mix,
     pretrain,
+    scale_only_loss,
     ssi_terms,
     temporal_gradient_loss,
 )
@@ -49,6 +50,15 @@ def test_temporal_gradient_matching_sees_flicker_only():
     flick = t * (1 + 0.1 * (torch.arange(4) % 2)).view(4, 1, 1)
     assert temporal_gradient_loss(flick, t, valid) > 0.05
     assert temporal_gradient_loss(t[:1], t[:1], valid[:1]) == 0
+
+
+def test_scale_only_loss_anchors_the_shift():
+    t = _disparity()
+    valid = torch.ones_like(t, dtype=torch.bool)
+    assert scale_only_loss(5.0 * t, t, valid) < 1e-6  # scale is free
+    shifted = t - 0.9 * t.amin()  # far pixels pushed towards zero disparity
+    assert scale_only_loss(shifted, t, valid) > 0.05
+    assert ssi_terms(shifted, t, valid, level_weight=0.0)[0] < 1e-5  # which the SSI loss cannot see
 
 
 def test_mix_parsing():
