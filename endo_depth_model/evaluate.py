@@ -285,19 +285,12 @@ def _predict_sequence(seq, bundle, args, align: bool = True):
     seconds of inference)."""
     import torch
 
-    from endo_depth_model.preprocess import Preprocessor, output_to_depth
-    from endo_depth_model.streaming import StreamingDepth
+    from endo_depth_model.infer import make_engine
+    from endo_depth_model.preprocess import output_to_depth
 
-    engine = StreamingDepth(
-        bundle.model,
-        Preprocessor(input_hw=tuple(args.input_size)),
-        window=args.window,
-        overlap=args.overlap,
-        stride=args.stride,
-        blend=args.blend,
-        align=align and not getattr(args, "per_frame", False),
-        device=args.device,
-    )
+    engine = make_engine(bundle, args.input_size, args.window, args.overlap, args.stride, args.blend,
+                         align and not getattr(args, "per_frame", False), getattr(args, "causal", False),
+                         args.device)  # fmt: skip
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     disp, gts, poses, Ks, rgbs = [], [], [], [], []
     elapsed = 0.0

@@ -193,6 +193,31 @@ def _video_path(source: str, sequence_name: str, n_sequences: int, out_dir: Path
     return path.parent / f"{stem}{suffix}_depth.mp4"
 
 
+def make_engine(bundle, input_hw, window, overlap, stride, blend, align, causal, device, depth_fn=None):
+    """The streaming engine ``infer`` and ``eval`` run: causal (one frame at a time, no hold-back) or
+    EndoDAV's aligned windows."""
+    from endo_depth_model.preprocess import Preprocessor
+    from endo_depth_model.streaming import StreamingDepth
+
+    if causal:
+        from endo_depth_model.causal import CausalDepth
+
+        return CausalDepth(
+            bundle.model, Preprocessor(input_hw=tuple(input_hw)), depth_fn=depth_fn, device=device
+        )
+    return StreamingDepth(
+        bundle.model,
+        Preprocessor(input_hw=tuple(input_hw)),
+        window=window,
+        overlap=overlap,
+        stride=stride,
+        blend=blend,
+        depth_fn=depth_fn,
+        align=align,
+        device=device,
+    )
+
+
 def weights_are_metric(path: str | Path) -> bool:
     """Whether a weights file holds a metric-depth VDA (its output is depth in metres, not disparity):
     ``output_kind: metric_depth`` in safetensors metadata, or the official file name
@@ -234,6 +259,7 @@ class InferOptions:
     progress: bool = True
     align: bool = True  #: False: each window as it comes (with window 1: per-frame inference)
     video_in_out: bool = False  #: the colourised MP4 goes into the output folder, not beside the input
+    causal: bool = False  #: the causal engine (zero hold-back, the node's default) instead of aligned windows
     fov_mask: bool = True  #: detect the scope's black border: NaN depth and no points there, not fitted
 
 
@@ -268,8 +294,7 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
     from endo_depth_model.data.video import VideoWriter
     from endo_depth_model.fov import FovTracker
     from endo_depth_model.geometry import backproject_np
-    from endo_depth_model.preprocess import Preprocessor, output_to_depth
-    from endo_depth_model.streaming import StreamingDepth
+    from endo_depth_model.preprocess import output_to_depth
 
     name = seq.name or "sequence"
     seq_dir = out_dir / name.replace("/", "_")
@@ -298,17 +323,8 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
              "residual": st.residual, "reanchored": st.reanchored, "reason": st.reason}
         )  # fmt: skip
 
-    engine = StreamingDepth(
-        bundle.model,
-        Preprocessor(input_hw=opts.input_hw),
-        window=opts.window,
-        overlap=opts.overlap,
-        stride=opts.stride,
-        blend=opts.blend,
-        depth_fn=to_depth,
-        align=opts.align,
-        device=opts.device,
-    )
+    engine = make_engine(bundle, opts.input_hw, opts.window, opts.overlap, opts.stride, opts.blend,
+                         opts.align, opts.causal, opts.device, depth_fn=to_depth)  # fmt: skip
     engine.on_pass = on_pass
     fov = FovTracker() if opts.fov_mask else None
     fov_kinds: dict[str, int] = {}
@@ -526,6 +542,12 @@ def add_model_arguments(p: argparse.ArgumentParser, precision_default: str = "au
     )
     e.add_argument("--max-frames", type=int, default=None, help="stop each sequence after this many frames")
     e.add_argument(
+        "--causal",
+        action="store_true",
+        help="causal streaming, each frame as it arrives with cached earlier frames (the node's default "
+        "live mode) instead of EndoDAV's aligned windows",
+    )
+    e.add_argument(
         "--per-frame",
         action="store_true",
         help="each frame alone (T = 1, no alignment), to compare against the aligned video depth",
@@ -636,6 +658,7 @@ def main(args: argparse.Namespace) -> int:
             align=not args.per_frame,
             fov_mask=not args.no_fov_mask,
             video_in_out=args.out is not None,  # an explicit --out receives every output
+            causal=args.causal,
         )
         summaries = run_infer(args.source, out, bundle, opts)
     except (InferError, DataError, CheckpointError, StreamError, BackendError, ValueError) as exc:
