@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from endo_depth_model.align import AlignStats, fit_scale_shift
-from endo_depth_model.streaming import DepthResult, StreamError
+from endo_depth_model.streaming import DepthResult, StreamError, check_stream_frame
 
 __all__ = ["CausalStep", "CausalDepth", "slot_inputs", "CAUSAL_FITS"]
 
@@ -197,20 +197,8 @@ class CausalDepth:
     @torch.inference_mode()
     def push(self, frame_rgb: np.ndarray, stamp: Any = None) -> list[DepthResult]:
         """One (H, W, 3) uint8 RGB frame in, its depth out (always exactly one result)."""
-        rgb = np.asarray(frame_rgb)
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise StreamError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
-        hw = rgb.shape[:2]
-        if self._input_hw is None:
-            self._input_hw = hw
-            if self.output_hw is None:
-                self.output_hw = hw
-        elif hw != self._input_hw:
-            raise StreamError(
-                f"frame {self._n_received} is {hw[0]}x{hw[1]} but the stream started at "
-                f"{self._input_hw[0]}x{self._input_hw[1]}; reset() first"
-            )
-        x = self.preprocessor(rgb).to(self.device)
+        check_stream_frame(self, frame_rgb)  # the aligned engine's checks: RGB uint8, the stream's size
+        x = self.preprocessor(frame_rgb).to(self.device)
         x = x.reshape(1, *x.shape[-3:])
         if self._caches is None:
             shapes = self.step_module.cache_shapes(tuple(x.shape[-2:]), self.context)

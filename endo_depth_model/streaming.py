@@ -115,6 +115,26 @@ def context_lags(window: int, overlap: int, context_positions: Iterable[int]) ->
     return tuple((window - 1) + (window - overlap) - int(p) for p in context_positions)
 
 
+def check_stream_frame(engine, rgb: np.ndarray) -> None:
+    """The checks every streaming engine (aligned or causal) makes on a pushed frame: (H, W, 3) uint8 RGB,
+    and the size of the stream's first frame (which also fixes ``output_hw`` when it was not given).
+    ``engine`` has ``_input_hw``, ``output_hw`` and ``_n_received``; :class:`StreamError` says what is
+    wrong."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        desc = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise StreamError(f"frames must be (H, W, 3) uint8 RGB arrays, got {desc}")
+    hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+    if engine._input_hw is None:
+        engine._input_hw = hw
+        if engine.output_hw is None:
+            engine.output_hw = hw
+    elif hw != engine._input_hw:
+        raise StreamError(
+            f"frame {engine._n_received} is {hw[0]}x{hw[1]} but the stream started at "
+            f"{engine._input_hw[0]}x{engine._input_hw[1]}; call reset() before changing resolution"
+        )
+
+
 class StreamingDepth:
     """Aligned video depth, one frame in, finalised frames out.
 
@@ -256,19 +276,7 @@ class StreamingDepth:
 
     # ---- input -------------------------------------------------------------------------------------
     def _check_frame(self, rgb: np.ndarray) -> None:
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            desc = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-            raise StreamError(f"frames must be (H, W, 3) uint8 RGB arrays, got {desc}")
-        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
-        if self._input_hw is None:
-            self._input_hw = hw
-            if self.output_hw is None:
-                self.output_hw = hw
-        elif hw != self._input_hw:
-            raise StreamError(
-                f"frame {self._n_received} is {hw[0]}x{hw[1]} but the stream started at "
-                f"{self._input_hw[0]}x{self._input_hw[1]}; call reset() before changing resolution"
-            )
+        check_stream_frame(self, rgb)
 
     def _prepare(self, frame: np.ndarray) -> torch.Tensor:
         x = self.preprocessor(frame)
