@@ -347,6 +347,11 @@ def _predict_poses(pose_net, rgbs, input_hw, device, precision: str = "fp32") ->
     return np.stack(out)
 
 
+def _unit_name(cfg: EvalConfig) -> str:
+    """The report's depth unit for ``cfg.unit_scale`` (metres times it)."""
+    return {1.0: "m", 1000.0: "mm", 100.0: "cm"}.get(cfg.unit_scale, f"m x {cfg.unit_scale:g}")
+
+
 def _evaluate_method(label, bundle, sequences, protocols, cfg, args, align=True, note=""):
     evals = {p: [] for p in protocols}
     seconds, frames = 0.0, 0
@@ -365,7 +370,7 @@ def _evaluate_method(label, bundle, sequences, protocols, cfg, args, align=True,
             except MetricError as exc:  # e.g. a constant prediction: name it, keep evaluating the rest
                 print(f"  {seq.name} ({p}): not evaluated: {exc}")
     ms = 1000.0 * seconds / max(frames, 1)
-    unit = {1.0: "m", 1000.0: "mm", 100.0: "cm"}.get(cfg.unit_scale, f"m x {cfg.unit_scale:g}")
+    unit = _unit_name(cfg)
     return {
         p: summarise(label, evals[p], bundle.total_params, bundle.trainable_params, ms, note, unit)
         for p in protocols
@@ -406,7 +411,7 @@ def _evaluate_baselines(sequences, protocols, cfg, args) -> list[dict]:
                     rows[name][p].append(evaluate_sequence(seq.name, gt, pred, p, cfg, T, K))
                 except MetricError as exc:
                     print(f"  {name} on {seq.name} ({p}): not evaluated: {exc}")
-    unit = {1.0: "m", 1000.0: "mm", 100.0: "cm"}.get(cfg.unit_scale, f"m x {cfg.unit_scale:g}")
+    unit = _unit_name(cfg)
     out = []
     for name in BASELINES:
         note = "baseline: a model that does not clearly beat it does not see"

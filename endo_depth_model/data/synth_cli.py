@@ -76,15 +76,9 @@ def run(args: argparse.Namespace) -> int:
             cfg = colon_preset(args.seed if args.seed is not None else 0)
         else:
             cfg = preset(args.preset)
-        overrides = {}
+        overrides = _frame_overrides(args)
         if args.seed is not None:
             overrides["seed"] = args.seed
-        if args.frames is not None:
-            overrides["n_frames"] = args.frames
-        if args.size is not None:
-            overrides["height"], overrides["width"] = args.size
-        if args.fps is not None:
-            overrides["fps"] = args.fps
         if args.shape is not None:
             overrides["geometry"] = replace(cfg.geometry, shape=args.shape)
         cfg = replace(cfg, **overrides)
@@ -176,6 +170,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_overrides(args: argparse.Namespace) -> dict:
+    """Config fields both simulators share, from ``--frames``, ``--size`` and ``--fps``."""
+    overrides = {}
+    if args.frames is not None:
+        overrides["n_frames"] = args.frames
+    if args.size is not None:
+        overrides["height"], overrides["width"] = args.size
+    if args.fps is not None:
+        overrides["fps"] = args.fps
+    return overrides
+
+
 def _run_laparoscopy(args: argparse.Namespace) -> int:
     """``--preset lap`` / ``lap_unseen``: the laparoscopy simulator into a folder (rgb, depth, poses,
     K and ``instruments/`` masks as 8-bit PNGs, 255 = instrument) and/or an MP4."""
@@ -191,13 +197,7 @@ def _run_laparoscopy(args: argparse.Namespace) -> int:
     from .simulator import SimulatorConfigError
     from .video import VideoWriter
 
-    overrides = {}
-    if args.frames is not None:
-        overrides["n_frames"] = args.frames
-    if args.size is not None:
-        overrides["height"], overrides["width"] = args.size
-    if args.fps is not None:
-        overrides["fps"] = args.fps
+    overrides = _frame_overrides(args)
     unsupported = [f for f in args.formats if f not in ("folder", "mp4")]
     try:
         if unsupported:
