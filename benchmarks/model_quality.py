@@ -42,37 +42,14 @@ REAL = ROOT.parent / "shared" / "data" / "real"
 
 
 def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path) -> dict:
-    from endo_depth_model.data.laparoscopy import LaparoscopySimulator, laparoscopy_preset
-    from endo_depth_model.data.simulator import EndoscopySimulator
-    from endo_depth_model.data.simulator import preset as tube_preset
+    """A held-out sequence (the training data's renderer; ``tube`` is the target tube preset), cached."""
+    from endo_depth_model.pretrain import render_sequence
 
     path = cache / f"{preset}_{seed}_{frames}_{hw[0]}x{hw[1]}.npz"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        if preset == "tube":
-            sim = EndoscopySimulator(
-                tube_preset("target", seed=seed, n_frames=frames, height=hw[0], width=hw[1])
-            )
-            fr = list(sim)
-            data = {
-                "rgb": np.stack([f.rgb for f in fr]),
-                "depth": np.stack([f.depth for f in fr]),
-                "instruments": np.zeros((frames, *hw), bool),
-                "poses": sim.poses,
-                "K": sim.K,
-            }
-        else:
-            sim = LaparoscopySimulator(
-                laparoscopy_preset(preset, seed, n_frames=frames, height=hw[0], width=hw[1])
-            )
-            parts = [sim._render(k) for k in range(frames)]
-            data = {
-                "rgb": np.stack([p[0] for p in parts]),
-                "depth": np.stack([p[1] for p in parts]),
-                "instruments": np.stack([p[2] for p in parts]),
-                "poses": sim.poses,
-                "K": sim.K,
-            }
+        data = render_sequence("target" if preset == "tube" else preset, seed, frames, hw[0], hw[1])
+        data.setdefault("instruments", np.zeros((frames, *hw), bool))
         np.savez_compressed(path, **data)
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
@@ -80,20 +57,13 @@ def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path
 
 def predict(bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float) -> np.ndarray:
     """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine)."""
-    from endo_depth_model.causal import CausalDepth
-    from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
-    from endo_depth_model.streaming import StreamingDepth
+    from endo_depth_model.infer import make_engine
+    from endo_depth_model.preprocess import disparity_to_depth
 
-    if isinstance(per_frame, str):
-        pre = Preprocessor(input_hw=(224, 280))
-        engine = CausalDepth(bundle.model, lambda rgb: pre(rgb)[0], fit=per_frame)
-        disp = [engine.push(rgb)[0].disparity for rgb in rgbs]
-        return np.asarray(disparity_to_depth(np.stack(disp), min_depth, max_depth), dtype=np.float64)
-    if per_frame:
-        kw = {"window": 1, "overlap": 0, "blend": 0, "align": False}
-    else:
-        kw = {"window": 32, "overlap": 10, "blend": 8}
-    engine = StreamingDepth(bundle.model, Preprocessor(input_hw=(224, 280)), **kw)
+    causal = isinstance(per_frame, str)
+    window, overlap, blend = (1, 0, 0) if per_frame is True else (32, 10, 8)
+    engine = make_engine(bundle, (224, 280), window, overlap, None, blend, per_frame is False, causal, "cpu",
+                         causal_fit=per_frame if causal else "none")  # fmt: skip
     disp = []
     for rgb in rgbs:
         disp += [r.disparity for r in engine.push(rgb)]

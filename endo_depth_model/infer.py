@@ -193,7 +193,9 @@ def _video_path(source: str, sequence_name: str, n_sequences: int, out_dir: Path
     return path.parent / f"{stem}{suffix}_depth.mp4"
 
 
-def make_engine(bundle, input_hw, window, overlap, stride, blend, align, causal, device, depth_fn=None):
+def make_engine(
+    bundle, input_hw, window, overlap, stride, blend, align, causal, device, depth_fn=None, causal_fit="none"
+):
     """The streaming engine ``infer`` and ``eval`` run: causal (one frame at a time, no hold-back) or
     EndoDAV's aligned windows."""
     from endo_depth_model.preprocess import Preprocessor
@@ -203,7 +205,11 @@ def make_engine(bundle, input_hw, window, overlap, stride, blend, align, causal,
         from endo_depth_model.causal import CausalDepth
 
         return CausalDepth(
-            bundle.model, Preprocessor(input_hw=tuple(input_hw)), depth_fn=depth_fn, device=device
+            bundle.model,
+            Preprocessor(input_hw=tuple(input_hw)),
+            depth_fn=depth_fn,
+            fit=causal_fit,
+            device=device,
         )
     return StreamingDepth(
         bundle.model,

@@ -179,14 +179,15 @@ def parse_mix(cfg: PretrainConfig) -> list[tuple[str, int]]:
 
 
 def render_sequence(kind: str, seed: int, frames: int, height: int, width: int) -> dict:
-    """One training sequence: rgb (N, H, W, 3) uint8, depth (N, H, W) float32 metres (NaN outside the
-    field of view), poses (N, 4, 4), and for laparoscopy the instrument masks."""
+    """One sequence of a scene kind (the training kinds, and ``lap_unseen`` for evaluation): rgb
+    (N, H, W, 3) uint8, depth (N, H, W) float32 metres (NaN outside the field of view), poses (N, 4, 4),
+    K (3, 3), and for laparoscopy the instrument masks."""
     from endo_depth_model.data.laparoscopy import LaparoscopySimulator, laparoscopy_preset
     from endo_depth_model.data.simulator import EndoscopySimulator, colon_preset, preset
 
-    if kind == "lap":
+    if kind in ("lap", "lap_unseen"):
         sim = LaparoscopySimulator(
-            laparoscopy_preset("lap", seed, n_frames=frames, height=height, width=width)
+            laparoscopy_preset(kind, seed, n_frames=frames, height=height, width=width)
         )
         parts = [sim._render(k) for k in range(frames)]
         return {
@@ -194,6 +195,7 @@ def render_sequence(kind: str, seed: int, frames: int, height: int, width: int) 
             "depth": np.stack([p[1] for p in parts]),
             "instruments": np.stack([p[2] for p in parts]),
             "poses": sim.poses,
+            "K": sim.K,
         }
     if kind == "colon":
         cfg = colon_preset(seed, n_frames=frames, height=height, width=width)
@@ -205,7 +207,7 @@ def render_sequence(kind: str, seed: int, frames: int, height: int, width: int) 
     depth = np.stack([f.depth for f in fr])
     if kind == "colon":
         rgb, depth = _scope_effects(rgb, depth, seed)
-    return {"rgb": rgb, "depth": depth, "poses": np.asarray(sim.poses, dtype=np.float64)}
+    return {"rgb": rgb, "depth": depth, "poses": np.asarray(sim.poses, dtype=np.float64), "K": sim.K}
 
 
 def _scope_effects(rgb: np.ndarray, depth: np.ndarray, seed: int):
