@@ -49,6 +49,14 @@ class PretrainConfig:
     #: shift free, so far regions can drift to zero disparity, which the fixed disparity-to-depth
     #: conversion turns into the maximum depth; this anchors the shift.
     shift_weight: float = 0.0
+    #: scale-invariant L1 on log disparity (each over its per-frame median): the per-frame evaluation's
+    #: median scaling in log space. Near-zero disparity where the truth is not far costs without bound,
+    #: which the linear terms let pass.
+    log_weight: float = 0.0
+    #: strength of the illumination augmentation (0: off): a smooth random gain field (an off-centre spot
+    #: with random width and fall-off, low-frequency shading), gamma, exposure and white balance, the same
+    #: for every frame of a clip (a light fixed to the scope). Teaches that dark is not necessarily far.
+    photometric_aug: float = 0.0
     init: str = ""  #: start from these VDA weights (safetensors / .pth) instead of a random model
     schedule: str = "onecycle"  #: onecycle | cosine (warm-up then cosine to 10 %; stretches on resume)
     precision: str = "fp32"  #: fp32 | bf16 | auto (bf16 autocast on CPUs that have it)
@@ -134,6 +142,57 @@ def scale_only_loss(pred, target, valid):
     pm = torch.where(v, p, torch.nan).nanmedian(dim=1, keepdim=True).values.clamp_min(1e-6)
     tm = torch.where(v, t, torch.nan).nanmedian(dim=1, keepdim=True).values.clamp_min(1e-6)
     return ((p / pm - t / tm).abs() * v).sum() / v.sum().clamp_min(1)
+
+
+def log_scale_loss(pred, target, valid, eps: float = 0.02):
+    """L1 between ``log(pred / median(pred))`` and ``log(target / median(target))`` per frame over valid
+    pixels (the per-frame evaluation's median scaling, in log space). ``eps`` (relative to the median)
+    keeps the logarithm finite where a disparity is zero. ``pred``, ``target`` (N, H, W), ``valid`` bool."""
+    import torch
+
+    n = pred.shape[0]
+    p, t, v = pred.reshape(n, -1), target.reshape(n, -1), valid.reshape(n, -1)
+    pm = torch.where(v, p, torch.nan).nanmedian(dim=1, keepdim=True).values.clamp_min(1e-6)
+    tm = torch.where(v, t, torch.nan).nanmedian(dim=1, keepdim=True).values.clamp_min(1e-6)
+    lp = torch.log((p / pm).clamp_min(0) + eps)
+    lt = torch.log((t / tm).clamp_min(0) + eps)
+    return ((lp - lt).abs() * v).sum() / v.sum().clamp_min(1)
+
+
+def illumination_gain(rng: np.random.Generator, height: int, width: int, strength: float) -> dict:
+    """Random illumination for one clip (see ``PretrainConfig.photometric_aug``): a gain field (H, W)
+    in (0, 1.x], a gamma, an exposure and per-channel gains. ``strength`` scales every range (0: identity)."""
+    import cv2
+
+    s = float(strength)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    cy = height / 2 + rng.uniform(-0.25, 0.25) * height * s
+    cx = width / 2 + rng.uniform(-0.25, 0.25) * width * s
+    r = np.hypot((yy - cy) / height, (xx - cx) / width)
+    width_r = rng.uniform(0.25, 0.9)
+    spot = np.exp(-rng.uniform(0.0, 2.5 * s) * (r / width_r) ** 2)
+    coarse = rng.normal(0.0, 1.0, (4, 5)).astype(np.float32)
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    shading = np.exp(rng.uniform(0.0, 0.5 * s) * smooth)
+    gain = (spot * shading).astype(np.float32)
+    gain /= max(float(np.percentile(gain, 99)), 1e-6)
+    return {
+        "gain": gain,
+        "gamma": float(np.exp(rng.uniform(-0.35, 0.35) * s)),
+        "exposure": float(np.exp(rng.uniform(-0.4, 0.4) * s)),
+        "channels": np.exp(rng.uniform(-0.1, 0.1, 3) * s).astype(np.float32),
+    }
+
+
+def apply_illumination(rgb, light: dict):
+    """``rgb`` (..., 3, H, W) float in [0, 1] (torch) under ``light`` from :func:`illumination_gain`, in
+    linear light (sRGB-like gamma 2.2); black stays black."""
+    import torch
+
+    gain = torch.as_tensor(light["gain"], device=rgb.device)
+    ch = torch.as_tensor(light["channels"], device=rgb.device).view(3, 1, 1)
+    lin = rgb.clamp(0, 1) ** 2.2 * gain * ch * light["exposure"]
+    return (lin.clamp(0, 1) ** (light["gamma"] / 2.2)).clamp(0, 1)
 
 
 def temporal_gradient_loss(pred, target, valid, static_threshold: float = 0.05):
@@ -451,6 +510,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         depth = torch.from_numpy(seq["depth"][idx]).to(device)
         if flip:
             rgb, depth = rgb.flip(-1), depth.flip(-1)
+        if cfg.photometric_aug > 0:
+            rgb = apply_illumination(rgb, illumination_gain(rng, *rgb.shape[-2:], cfg.photometric_aug))
         valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)
         target = depth_to_disparity(torch.nan_to_num(depth, nan=cfg.max_depth), cfg.min_depth, cfg.max_depth)
         with autocast(precision, device):
@@ -461,6 +522,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         loss = ssi + cfg.grad_weight * grad + cfg.temporal_weight * tgm
         if cfg.shift_weight > 0:
             loss = loss + cfg.shift_weight * scale_only_loss(pred, target, valid)
+        if cfg.log_weight > 0:
+            loss = loss + cfg.log_weight * log_scale_loss(pred, target, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

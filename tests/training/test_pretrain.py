@@ -12,6 +12,9 @@ from safetensors.torch import load_file
 
 from endo_depth_model.pretrain import (
     PretrainConfig,
+    apply_illumination,
+    illumination_gain,
+    log_scale_loss,
     parse_mix,
     pretrain,
     scale_only_loss,
@@ -61,6 +64,37 @@ def test_scale_only_loss_anchors_the_shift():
     assert ssi_terms(shifted, t, valid, level_weight=0.0)[0] < 1e-5  # which the SSI loss cannot see
 
 
+def test_log_scale_loss_punishes_zero_disparity_where_the_truth_is_not_far():
+    t = _disparity()
+    valid = torch.ones_like(t, dtype=torch.bool)
+    assert log_scale_loss(7.0 * t, t, valid) < 1e-6  # scale is free
+    dark = t.clone()
+    dark[:, :, :8] = 0.0  # a dark corner read as infinitely far
+    assert log_scale_loss(dark, t, valid) > 2 * scale_only_loss(dark, t, valid)
+    invalid = valid.clone()
+    invalid[:, :, :8] = False  # unless it is outside the field of view
+    assert log_scale_loss(dark, t, invalid) < 1e-6
+
+
+def test_illumination_augmentation_varies_light_not_geometry():
+    rng = np.random.default_rng(0)
+    rgb = torch.rand(1, 3, 3, 32, 40)
+    rgb[..., :4] = 0.0  # scope border
+    a = illumination_gain(rng, 32, 40, 1.0)
+    out = apply_illumination(rgb, a)
+    assert out.shape == rgb.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert torch.all(out[..., :4] == 0)  # black stays black
+    # the same light for every frame of the clip: equal frames stay equal
+    same = apply_illumination(rgb[:, :1].expand(1, 3, 3, 32, 40), a)
+    assert torch.allclose(same[:, 0], same[:, 2])
+    assert (out - rgb).abs().mean() > 0.01  # it changes the image
+    # deterministic by the RNG; strength 0 is the identity
+    b = illumination_gain(np.random.default_rng(0), 32, 40, 1.0)
+    assert np.array_equal(a["gain"], b["gain"]) and a["gamma"] == b["gamma"]
+    ident = apply_illumination(rgb, illumination_gain(rng, 32, 40, 0.0))
+    assert torch.allclose(ident, rgb, atol=1e-4)
+
+
 def test_mix_parsing():
     assert parse_mix(PretrainConfig(mix="lap:3, colon:2")) == [("lap", 3), ("colon", 2)]
     assert parse_mix(PretrainConfig(preset="source", sequences=4)) == [("source", 4)]
@@ -80,6 +114,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         lr=1e-3,
         grad_weight=0.5,
         temporal_weight=0.5,
+        log_weight=0.5,
+        photometric_aug=1.0,
         schedule="cosine",
         device="cpu",
     )
