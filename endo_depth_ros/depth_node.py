@@ -530,10 +530,12 @@ class DepthNode(Node):
             raise RuntimeError(f"depth {depth.shape} does not match the image {frame.rgb.shape[:2]}")
         self.pub_depth.publish(conv.array_to_image_msg(depth, "32FC1", header))
         self.pub_depth_info.publish(conv.make_camera_info(frame.K, depth.shape[0], depth.shape[1], header))
-        if self.params.publish_colored:
+        # the colourised depth and the point cloud are computed only while someone subscribes (as
+        # image_transport's lazy publishers do): at 1280x720 they cost more than the depth message itself
+        if self.params.publish_colored and self.pub_colored.get_subscription_count() > 0:
             lo, hi = self._color_range.update(depth)
             self.pub_colored.publish(conv.array_to_image_msg(colorize_depth(depth, lo, hi), "rgb8", header))
-        if self.params.publish_points:
+        if self.params.publish_points and self.pub_points.get_subscription_count() > 0:
             self.pub_points.publish(
                 conv.depth_to_pointcloud2(depth, frame.K, header, frame.rgb, self.params.points_stride)
             )

@@ -64,7 +64,8 @@ def _start(weights, **params):
         peer.subscribe(t, topic)
     pub_img = peer.publisher(Image, "/test/image")
     pub_info = peer.publisher(CameraInfo, "/test/camera_info")
-    topics = [f"/test/{t}" for t in ("depth/image", "depth/alignment", "pose")] + ["/diagnostics"]
+    topics = [f"/test/{t}" for t in ("depth/image", "depth/alignment", "pose", "depth/colored", "points")]
+    topics.append("/diagnostics")
 
     def ready() -> bool:
         connected = pub_img.get_subscription_count() > 0 and pub_info.get_subscription_count() > 0
