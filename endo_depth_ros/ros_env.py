@@ -4,6 +4,8 @@
 * ``ROS_LOG_DIR``: a temporary directory unless the user set one.
 * ``FASTDDS_DEFAULT_PROFILES_FILE``: the shipped shared-memory profile (``config/fastdds_shm.xml``).
 * ``RMW_IMPLEMENTATION=rmw_fastrtps_cpp`` (the middleware the profile is written for).
+* ``AMENT_PREFIX_PATH``: ``sys.prefix`` prepended when this package is installed there (a pip install),
+  so that the ament index (``ros2 launch``'s ``FindPackageShare``, ``ros2 run``) finds it.
 
 rclpy reads these at ``rclpy.init``, not at import. Python code calls :func:`apply` before
 ``rclpy.init``; shell scripts use ``eval "$(python -m endo_depth_ros.ros_env)"``.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 PACKAGE = "endo_depth_ros"
 FASTDDS_PROFILE = "fastdds_shm.xml"
+INDEX_MARKER = Path("share", "ament_index", "resource_index", "packages", PACKAGE)  # under an install prefix
 
 
 def share_dir() -> Path:
@@ -49,11 +52,16 @@ def ros_environment(base: Mapping[str, str] | None = None, domain_id: int | None
     """A copy of ``base`` (default ``os.environ``) with this project's ROS settings added.
 
     The discovery range and the middleware are always set; ``ROS_LOG_DIR`` and the FastDDS profile only
-    when the user has not chosen their own. ``domain_id`` sets ``ROS_DOMAIN_ID`` (tests use a random one).
+    when the user has not chosen their own; ``sys.prefix`` goes first on ``AMENT_PREFIX_PATH`` when the
+    package is installed there and the path lacks it. ``domain_id`` sets ``ROS_DOMAIN_ID`` (tests use a
+    random one).
     """
     env = dict(os.environ if base is None else base)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    prefixes = [p for p in env.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in prefixes and (Path(sys.prefix) / INDEX_MARKER).is_file():
+        env["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *prefixes])
     if not env.get("ROS_LOG_DIR"):
         env["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="endo_depth_ros_log_")
     if not env.get("FASTDDS_DEFAULT_PROFILES_FILE"):
@@ -79,6 +87,7 @@ KEYS = (
     "ROS_LOG_DIR",
     "FASTDDS_DEFAULT_PROFILES_FILE",
     "ROS_DOMAIN_ID",
+    "AMENT_PREFIX_PATH",
 )
 
 

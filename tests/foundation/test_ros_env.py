@@ -39,6 +39,32 @@ def test_user_choices_are_kept_but_discovery_is_always_local():
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
 
 
+def test_the_install_prefix_goes_first_on_ament_prefix_path_once():
+    """The pip install's share/ files are found through the ament index (ros2 launch's FindPackageShare)."""
+    assert (Path(sys.prefix) / ros_env.INDEX_MARKER).is_file()  # the package is installed in this venv
+    assert ros_env.ros_environment(base={})["AMENT_PREFIX_PATH"] == sys.prefix
+    env = ros_env.ros_environment(base={"AMENT_PREFIX_PATH": "/opt/ros/kilted"})
+    assert env["AMENT_PREFIX_PATH"].split(os.pathsep) == [sys.prefix, "/opt/ros/kilted"]
+    assert ros_env.ros_environment(base=env)["AMENT_PREFIX_PATH"] == env["AMENT_PREFIX_PATH"]
+
+
+def test_after_apply_the_ament_index_finds_the_launch_file():
+    code = (
+        "from endo_depth_ros import ros_env\n"
+        "ros_env.apply()\n"
+        "from ament_index_python.packages import get_package_share_directory\n"
+        "print(get_package_share_directory('endo_depth_ros'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    share = Path(out.stdout.strip())
+    assert share == Path(sys.prefix) / "share" / "endo_depth_ros"
+    assert (share / "launch" / "depth.launch.py").is_file() and (share / "config" / "depth.yaml").is_file()
+
+
 def test_bad_domain_id_is_refused():
     with pytest.raises(ValueError, match="ROS_DOMAIN_ID"):
         ros_env.ros_environment(base={}, domain_id=300)
@@ -51,13 +77,14 @@ def test_shell_exports_evaluate_to_the_same_environment():
         text=True,
         cwd=ROOT,
         timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "FASTDDS_"))},
+        env={k: v for k, v in os.environ.items() if not k.startswith(("ROS_", "FASTDDS_", "AMENT_"))},
     )
     assert out.returncode == 0, out.stderr
     env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert env["ROS_DOMAIN_ID"] == "5"
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("config/fastdds_shm.xml")
+    assert env["AMENT_PREFIX_PATH"] == sys.prefix
 
 
 def test_fastdds_profile_uses_shared_memory_and_loopback_udp_only():
