@@ -438,3 +438,51 @@ def test_distortion_is_rectified_or_refused_never_ignored(weights, model, D, exp
         assert len(infos) == 6 and all(
             not any(m.d) and np.allclose(np.reshape(m.k, (3, 3)), K) for m in infos
         )
+
+
+def test_the_shipped_params_file_is_in_effect(weights):
+    """``--params-file config/depth.yaml`` as docs/node.md runs it: every value in the file is the node's
+    parameter, also where an earlier ``-p`` said otherwise (later assignments win); a ``-p`` after the
+    file still overrides it."""
+    import yaml
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    from .node_harness import ROOT
+
+    def flatten(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    shipped = flatten(yaml.safe_load((ROOT / "config" / "depth.yaml").read_text())["/**"]["ros__parameters"])
+    before = {"odom_frame": "odom_from_cli", "points_stride": 5, "scale_mode": "fixed", "queue_size": 9}
+    assert all(shipped[k] != v for k, v in before.items())
+    after = {
+        **SMALL,
+        "model.weights": str(weights["weights"]),
+        "model.pose_weights": str(weights["pose_weights"]),
+    }
+    node = NodeProcess(
+        before,
+        extra_args=[
+            "--params-file",
+            "config/depth.yaml",
+            *(a for k, v in after.items() for a in ("-p", f"{k}:={v}")),
+        ],
+    )
+    peer = Peer()
+    client = peer.node.create_client(GetParameters, "/test/endo_depth/get_parameters")
+    try:
+        assert peer.wait_for(lambda: client.service_is_ready() or node.proc.poll() is not None, 60)
+        assert node.proc.poll() is None, f"the node exited ({node.stop()}): {node.output}"
+        names = sorted(shipped)
+        future = client.call_async(GetParameters.Request(names=names))
+        assert peer.wait_for(future.done, 10)
+        values = dict(zip(names, (parameter_value_to_python(v) for v in future.result().values), strict=True))
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    assert values == {**shipped, **after}
