@@ -3,13 +3,15 @@
 Each subcommand lives in the module that owns the work and exposes ``register(subparsers)``, which
 adds its parser and sets ``func`` (called with the parsed arguments, returns an exit code).
 Building the parser imports each registered module, so keep module imports light: import torch and
-other heavy dependencies inside the function that runs the subcommand.
+other heavy dependencies inside the function that runs the subcommand. Module docstrings serve as
+descriptions; their reST markup is removed from every help text (:func:`plain`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 # subcommand name -> module providing register(subparsers)
@@ -24,6 +26,30 @@ COMMANDS: dict[str, str] = {
 }
 
 
+_ROLE = re.compile(r":[\w-]+:`(~?)([^`]+)`")  # :class:`~a.b.C`, :func:`f`, :mod:`m`
+
+
+def plain(text: str | None) -> str | None:
+    """``text`` as a terminal shows it, without reST: ``x`` -> x, :func:`f` -> f, :class:`~a.B` -> B."""
+    if not text:
+        return text
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return text.replace("``", "")
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Apply :func:`plain` to the description, epilog and option help of ``parser`` and its subcommands."""
+    parser.description, parser.epilog = plain(parser.description), plain(parser.epilog)
+    for action in parser._actions:
+        if action.help is not argparse.SUPPRESS:
+            action.help = plain(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help)
+            for sub in set(action.choices.values()):
+                _plain_help(sub)
+
+
 def build_parser(extra_commands: dict[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="endo-depth",
@@ -33,6 +59,7 @@ def build_parser(extra_commands: dict[str, str] | None = None) -> argparse.Argum
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in {**COMMANDS, **(extra_commands or {})}.values():
         importlib.import_module(module).register(sub)
+    _plain_help(parser)
     return parser
 
 
