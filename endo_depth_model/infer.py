@@ -308,14 +308,10 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
     if n_total == 0:
         log(f"skipping {name}: no frames")
         return None
-    seq_dir.mkdir(parents=True, exist_ok=True)
-    for sub, on in (
-        ("depth", opts.save_npy),
-        ("depth_png", opts.save_png),
-        ("points", opts.pointcloud_every > 0),
-    ):
-        if on:
-            (seq_dir / sub).mkdir(parents=True, exist_ok=True)
+    outputs = {"depth": opts.save_npy, "depth_png": opts.save_png, "points": opts.pointcloud_every > 0}
+    subs = [seq_dir / sub for sub, on in outputs.items() if on]
+    # the folders this run creates, deepest first: a failed run removes those it left empty
+    made = [d for d in (*subs, seq_dir, *seq_dir.parents) if not d.exists()]
     pass_stats: list[dict] = []
 
     metric = bool(getattr(getattr(bundle.model, "config", None), "metric", False))
@@ -370,8 +366,12 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
                 state["points"] += write_ply(ply, pts, rgb.reshape(-1, 3))
             state["done"] += 1
 
+    seq_dir.mkdir(parents=True, exist_ok=True)
+    for d in subs:
+        d.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     bar = tqdm(total=n_total, unit="frame", desc=name, disable=not opts.progress)
+    finished = False
     try:
         for i, frame in enumerate(seq):
             if i >= n_total:
@@ -386,10 +386,15 @@ def _infer_sequence(seq, source, n_sequences, out_dir, bundle, opts: InferOption
             consume(engine.push(frame.rgb, frame.stamp_ns))
             bar.update(1)
         consume(engine.flush())
+        finished = True
     finally:
         bar.close()
         if writer is not None and writer.n:
             writer.close()
+        if not finished:
+            for d in made:
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
     if torch.cuda.is_available() and str(opts.device).startswith("cuda"):
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0

@@ -186,7 +186,8 @@ def is_folder_sequence(path: Path) -> bool:
 def open_folder(
     path: str | Path, K: np.ndarray | None = None, fps: float | None = None, fov_deg: float = DEFAULT_FOV_DEG
 ) -> Sequence:
-    """Open a simulator-layout folder or a plain image folder as a :class:`Sequence`."""
+    """Open a simulator-layout folder or a plain image folder as a :class:`Sequence`; every frame must have
+    the size of the first (:class:`DataError` naming the file otherwise)."""
     root = Path(path)
     if not root.is_dir():
         raise MissingFileError(f"image folder not found: {root}")
@@ -218,6 +219,12 @@ def open_folder(
     def load(i: int) -> Frame:
         img_path = images[i]
         rgb = read_rgb(img_path)
+        if rgb.shape[:2] != first.shape[:2]:
+            raise DataError(
+                f"{img_path} is {rgb.shape[0]}x{rgb.shape[1]} but the folder's first frame {images[0].name} "
+                f"is {first.shape[0]}x{first.shape[1]}: the frames of a sequence must have one size (one "
+                "camera and one intrinsics); resize the frames to one size or split the folder by size"
+            )
         depth = None
         if depth_dir.is_dir():
             png, npy = depth_dir / f"{img_path.stem}.png", depth_dir / f"{img_path.stem}.npy"

@@ -55,6 +55,19 @@ def test_plain_image_folder_gets_assumed_intrinsics(tmp_path, synth_frames):
         open_folder(tmp_path)[3]
 
 
+def test_a_folder_frame_of_another_size_is_named_with_the_fix(tmp_path):
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "000000.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "000001.png"), rng.integers(0, 255, (40, 64, 3), np.uint8))
+    seq = open_folder(tmp_path)
+    assert seq[0].rgb.shape == (48, 64, 3)
+    with pytest.raises(DataError) as exc:
+        seq[1]
+    message = str(exc.value)
+    assert str(tmp_path / "000001.png") in message and "40x64" in message and "48x64" in message
+    assert "resize the frames" in message and "split the folder" in message and "reset()" not in message
+
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_rosbag_round_trip_is_exact(tmp_path, synth_frames, storage):
     bag = tmp_path / f"bag_{storage}"

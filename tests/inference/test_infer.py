@@ -108,6 +108,29 @@ def test_infer_errors_are_reported(tmp_path, capsys):
         load_depth_model("vitx")
 
 
+def test_infer_on_frames_of_mixed_sizes_names_the_file_and_leaves_no_empty_folders(
+    tmp_path, vitt_weights, capsys
+):
+    from endo_depth_model.cli import main
+    from endo_depth_model.data.sequence import write_rgb
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    frames = _frames(2)
+    write_rgb(folder / "0000.png", frames[0])
+    write_rgb(folder / "0001.png", frames[1][: H - 6])
+    out = tmp_path / "runs" / "o"
+    argv = [
+        "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights),
+        "--input-size", "28", "42", "--device", "cpu", "--out", str(out), "--pointcloud-every", "1",
+    ]  # fmt: skip
+    assert main(argv) == 1
+    printed = capsys.readouterr().out
+    assert str(folder / "0001.png") in printed and "resize the frames" in printed and "reset()" not in printed
+    assert not (tmp_path / "runs").exists()  # neither the folders it made nor their parents are left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
 def test_write_ply_and_source_path(tmp_path):
     pts = np.array([[0.0, 1.0, 2.0], [np.nan, 0, 0], [3.0, 4.0, 5.0]], np.float32)
     cols = np.array([[255, 0, 0], [0, 0, 0], [0, 255, 0]], np.uint8)
