@@ -102,3 +102,78 @@ class ScaleEstimator:
         pred = sum(p for p, _ in self._pairs)
         meas = sum(m for _, m in self._pairs)
         return ScaleState("kinematic", meas / pred, True, n)
+
+
+def _gaussian_blur(x, sigma: float):
+    """(1, 1, h, w) torch image blurred by a separable Gaussian of ``sigma`` pixels (reflect padding)."""
+    import torch
+
+    r = max(1, int(round(2.5 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.sum()
+    x = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def scale_motion(T: np.ndarray, k: float) -> np.ndarray:
+    """The rigid motion ``T`` (4, 4) scaled by ``k``: rotation angle and translation times ``k``."""
+    import torch
+
+    from endo_depth_model.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+
+    out = np.eye(4)
+    aa = torch.as_tensor(matrix_to_axis_angle(np.asarray(T)[:3, :3]) * k, dtype=torch.float64)
+    out[:3, :3] = axis_angle_to_matrix(aa[None])[0].numpy()
+    out[:3, 3] = np.asarray(T)[:3, 3] * k
+    return out
+
+
+def zero_motion_errors(
+    prev,
+    cur,
+    depth: np.ndarray,
+    K: np.ndarray,
+    T_prev_cur: np.ndarray,
+    scales: tuple[float, ...] = (1.0,),
+    blur: float = 1.5,
+) -> tuple[float, float]:
+    """The zero-motion test's two photometric errors: the current frame against the previous one
+    unmoved, and against the previous one warped by the predicted motion through the current depth.
+
+    ``prev``, ``cur`` (1, 3, h, w) torch images in [0, 1]; ``depth`` (h, w) numpy, NaN where unknown
+    (the scope's border), in the same relative unit as the translation of ``T_prev_cur`` (4, 4: current
+    camera points into the previous camera); ``K`` (3, 3) at (h, w). Returns the medians of the absolute
+    grey difference over the pixels that are known and stay inside the image under the motion, (unmoved,
+    moved), or (nan, nan) when fewer than 5 % of the pixels qualify. With several ``scales`` the moved
+    error is the least over the motion scaled by each (:func:`scale_motion`): a motion whose size is
+    wrong (depth and translation do not share one unit) is not taken for no motion. The median ignores
+    what moves on its own (instruments, pulled tissue) as long as it covers less than half of the view.
+    """
+    import torch
+
+    from endo_depth_model import geometry
+
+    h, w = depth.shape
+    known = np.isfinite(depth) & (depth > 0)
+    if known.mean() < 0.05:
+        return float("nan"), float("nan")
+    d = torch.from_numpy(np.where(known, depth, 1.0).astype(np.float32))[None, None]
+    Kt = torch.as_tensor(K, dtype=torch.float32)
+    grey = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
+    g_prev, g_cur = (prev.float() * grey).sum(1, keepdim=True), (cur.float() * grey).sum(1, keepdim=True)
+    if blur > 0:  # sensor noise would otherwise dominate both errors where the motion is small
+        g_prev, g_cur = _gaussian_blur(g_prev, blur), _gaussian_blur(g_cur, blur)
+    c, p = g_cur[0, 0].numpy(), g_prev[0, 0].numpy()
+    points = geometry.backproject(d, Kt)
+    warped, valid = [], known.copy()
+    for k in scales:
+        T = scale_motion(T_prev_cur, k) if k != 1.0 else T_prev_cur
+        pix, z = geometry.project(points, Kt, torch.as_tensor(T, dtype=torch.float32)[None])
+        warped.append(geometry.sample(g_prev, pix).reshape(h, w).numpy())
+        u, v = pix[0, :, 0].reshape(h, w).numpy(), pix[0, :, 1].reshape(h, w).numpy()
+        valid &= (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (z[0].reshape(h, w).numpy() > 0)
+    if valid.mean() < 0.05:
+        return float("nan"), float("nan")
+    moved = min(float(np.median(np.abs(c - x)[valid])) for x in warped)
+    return float(np.median(np.abs(c - p)[valid])), moved

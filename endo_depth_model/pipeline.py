@@ -76,6 +76,11 @@ class PipelineConfig:
     # image-level scene cuts (endo_depth_model.scene_cut): re-anchor depth, start a new odometry segment
     # (the pose holds across the cut) and restart the kinematic scale
     scene_cuts: bool = True
+    # zero-motion test (endo_depth_model.odometry.zero_motion_errors, needs the intrinsics): when the
+    # previous frame unmoved explains the current one clearly better than the predicted motion does at
+    # any of ZERO_MOTION_SCALES (median photometric error unmoved <= static_ratio x moved), the step is
+    # the identity: a scope held still stays still while tissue and instruments move. 0 turns it off
+    static_ratio: float = 0.7
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
@@ -98,6 +103,8 @@ class PipelineConfig:
             problems.append(f"need 0 < min_depth ({self.min_depth}) < max_depth ({self.max_depth})")
         if self.scale_mode not in SCALE_MODES:
             problems.append(f"scale_mode {self.scale_mode!r} is not one of {SCALE_MODES}")
+        if not 0.0 <= self.static_ratio <= 1.0:
+            problems.append(f"static_ratio must be in 0..1 (0 = off), got {self.static_ratio}")
         if not 0.25 <= self.pose_input_scale <= 1.0:
             problems.append(f"pose_input_scale must be in 0.25..1, got {self.pose_input_scale}")
         if not self.fixed_scale > 0:
@@ -162,6 +169,8 @@ class PipelineStats:
     reanchors: int = 0
     reanchor_reasons: dict = field(default_factory=dict)  # reason -> count (first, scene_cut, residual, ...)
     scene_cuts: int = 0  # image-level cuts detected: each starts a new odometry segment
+    static_frames: int = 0  # odometry steps the zero-motion test set to the identity
+    zero_motion: list = field(default_factory=list)  # recent (error unmoved, error moved) pairs
     fov_empty: int = 0  # frames in which nothing was visible (all black): no depth, no odometry step
     fov_kind: str = ""  # none | border | empty (the latest frame's field of view)
     fov_fraction: float = 1.0
@@ -224,6 +233,10 @@ def load_pose_model(cfg: PipelineConfig):
     if torch.device(cfg.device).type == "cpu":
         net.to(memory_format=torch.channels_last)  # ResNet convolutions: 28 -> 24 ms fp32, 14.5 ms bf16
     return net
+
+
+#: the zero-motion test weighs the predicted motion at these sizes (see odometry.zero_motion_errors)
+ZERO_MOTION_SCALES = (0.1, 0.3, 1.0, 3.0)
 
 
 class DepthPipeline:
@@ -315,6 +328,8 @@ class DepthPipeline:
         self._cut_pending = False  # the next re-anchor is the scene cut's
         self._masks: dict[int, np.ndarray] = {}  # stream index -> field-of-view mask of held-back frames
         self._prev_pose_input = None
+        self._pose_pair = (None, None)
+        self._last_depth: FrameDepth | None = None
         self._snippet_index = -1
         self._last_stats = None
 
@@ -329,6 +344,7 @@ class DepthPipeline:
         self.odometry.reset()
         self.scale.reset()
         self._prev_pose_input = None
+        self._last_depth = None
         return dropped
 
     POSE_MIN_HEIGHT = 112  # measured: no loss of translation accuracy down to 112x140 (BENCHMARKS.md)
@@ -352,6 +368,7 @@ class DepthPipeline:
             self.pose_input_hw,
         ).to(self.device)
         prev, self._prev_pose_input = self._prev_pose_input, x
+        self._pose_pair = (prev, x)
         if prev is None:
             return None
         with torch.inference_mode(), autocast(self.precision, self.device):
@@ -364,8 +381,37 @@ class DepthPipeline:
         """Feed the kinematic scale estimator one (predicted, measured) translation pair."""
         return self.scale.push(predicted_translation, measured_translation_m)
 
-    def push(self, rgb: np.ndarray, stamp: Any = None) -> tuple[list[FrameDepth], FrameMotion | None]:
-        """One (H, W, 3) uint8 RGB frame in; finalised depth frames and this frame's odometry out."""
+    def _zero_motion(self, step: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """The identity instead of ``step`` when the zero-motion test says the camera stood still."""
+        import cv2
+
+        from endo_depth_model.geometry import scale_intrinsics
+        from endo_depth_model.odometry import zero_motion_errors
+
+        last = self._last_depth
+        if last is None:
+            return step
+        prev, cur = self._pose_pair
+        h, w = cur.shape[-2:]
+        H, W = last.depth.shape
+        rel = last.depth / max(last.scale.scale, 1e-12)  # the relative unit of the pose's translation
+        depth = cv2.resize(rel, (w, h), interpolation=cv2.INTER_NEAREST)
+        e_still, e_moved = zero_motion_errors(
+            prev.cpu(), cur.cpu(), depth, scale_intrinsics(K, w / W, h / H), step
+        )
+        self.stats.zero_motion.append((e_still, e_moved))
+        del self.stats.zero_motion[:-300]
+        if np.isfinite(e_still) and e_still <= self.cfg.static_ratio * e_moved:
+            self.stats.static_frames += 1
+            return np.eye(4)
+        return step
+
+    def push(
+        self, rgb: np.ndarray, stamp: Any = None, K: np.ndarray | None = None
+    ) -> tuple[list[FrameDepth], FrameMotion | None]:
+        """One (H, W, 3) uint8 RGB frame in; finalised depth frames and this frame's odometry out.
+
+        ``K`` (3, 3), the frame's intrinsics, enables the zero-motion test (``static_ratio``)."""
         import torch
 
         t0 = time.perf_counter()
@@ -381,6 +427,7 @@ class DepthPipeline:
             self.stream.reset()
             self._masks.clear()
             self._prev_pose_input = None
+            self._last_depth = None
             self.scale.reset()
             if self.fov is not None:
                 self.fov.reset()
@@ -394,20 +441,26 @@ class DepthPipeline:
             if found.kind != "none":
                 self._masks[self.stream.next_index] = found.mask
             self.stream.fov_mask = found.mask if found.kind == "border" else None
+        step = None
         with torch.inference_mode():
             if self.pose_model is not None:
                 # nothing visible: no motion can be seen; hold the pose and restart the pair after it
                 step = None if empty else self._pose_step(rgb)
                 if empty:
                     self._prev_pose_input = None
-                state = self.scale.state()
-                if step is not None:
-                    T = self.odometry.update(step, state.scale)
-                    motion = FrameMotion(stamp, T, step, state)
-                else:
-                    motion = FrameMotion(stamp, self.odometry.T_odom_cam.copy(), np.eye(4), state)
             results = self.stream.push(rgb, stamp)
         out = before_cut + self._finalise(results)
+        if out:
+            self._last_depth = out[-1]
+        if self.pose_model is not None:
+            state = self.scale.state()
+            if step is not None:
+                if K is not None and self.cfg.static_ratio > 0:
+                    step = self._zero_motion(step, K)
+                T = self.odometry.update(step, state.scale)
+                motion = FrameMotion(stamp, T, step, state)
+            else:
+                motion = FrameMotion(stamp, self.odometry.T_odom_cam.copy(), np.eye(4), state)
         self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
         del self.stats.infer_ms[:-1000]
         return out, motion

@@ -67,6 +67,7 @@ _FRANGES = {
     "flush_after_s": FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0),
     "camera_info_timeout": FloatingPointRange(from_value=0.0, to_value=60.0, step=0.0),
     "pose_input_scale": FloatingPointRange(from_value=0.25, to_value=1.0, step=0.0),
+    "static_ratio": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
 }
 
 
@@ -124,6 +125,8 @@ PARAM_DOCS = {
     "causal_context": "earlier frames the causal temporal attention sees (1..31)",
     "causal_fit": "causal scale continuity: none (the head's own) or previous (fit to the last frame)",
     "scene_cuts": "detect image-level scene cuts: re-anchor depth, new odometry segment, restart the scale",
+    "static_ratio": "zero-motion test: odometry step = identity when the unmoved previous frame explains the "
+    "image this much better than the predicted motion (0 = off)",
     # node
     "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
     "queue_size": "frames held between the callbacks and the worker",
@@ -451,7 +454,7 @@ class DepthNode(Node):
                 if frame.rectifier is not None:  # the outputs describe the rectified (pinhole) camera
                     frame.rgb = frame.rectifier.rectify(frame.rgb)
                 self._pending[index] = frame
-                depths, motion = self.pipeline.push(frame.rgb, index)
+                depths, motion = self.pipeline.push(frame.rgb, index, K=frame.K)
                 index += 1
                 if motion is not None:
                     self._publish_motion(frame, motion)
@@ -588,6 +591,7 @@ class DepthNode(Node):
             "reanchors": self.pipeline.stats.reanchors,
             "latency_mode": self.pipeline.latency_mode,
             "scene_cuts": self.pipeline.stats.scene_cuts,
+            "static_frames": self.pipeline.stats.static_frames,
             "hold_back_frames": self.pipeline.stream.frames_pending,
             "field_of_view": self.pipeline.stats.fov_kind or "off",
             "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",

@@ -61,3 +61,52 @@ def test_fixed_and_relative_modes_and_validation():
         ScaleEstimator("metres")
     with pytest.raises(ValueError, match="positive"):
         ScaleEstimator("fixed", fixed_scale=0.0)
+
+
+def _textured_pair(T: np.ndarray):
+    """A smooth random texture on a fronto-parallel plane 5 cm away (96x128), seen before and after the
+    camera motion ``T`` (current camera points into the previous camera): prev, cur, depth, K."""
+    import torch
+    import torch.nn.functional as F
+
+    from endo_depth_model import geometry
+
+    g = torch.Generator().manual_seed(0)
+    tex = F.interpolate(torch.rand(1, 3, 24, 32, generator=g), size=(96, 128), mode="bicubic").clamp(0, 1)
+    K = np.array([[100.0, 0, 63.5], [0, 100.0, 47.5], [0, 0, 1]])
+    depth = np.full((96, 128), 0.05, np.float32)
+    d = torch.from_numpy(depth)[None, None]
+    Kt = torch.as_tensor(K, dtype=torch.float32)
+    pix, _ = geometry.project(geometry.backproject(d, Kt), Kt, torch.as_tensor(T, dtype=torch.float32)[None])
+    cur = geometry.sample(tex, pix).reshape(1, 3, 96, 128)
+    return tex, cur, depth, K
+
+
+def test_zero_motion_errors_tell_a_moving_camera_from_a_still_one():
+    import torch
+
+    from endo_depth_model.geometry import matrix_to_axis_angle
+    from endo_depth_model.odometry import scale_motion, zero_motion_errors
+
+    T = np.eye(4)
+    T[:3, 3] = [0.002, -0.001, 0.001]  # 2 mm sideways: about 4 pixels of image motion
+    prev, cur, depth, K = _textured_pair(T)
+    still, moved = zero_motion_errors(prev, cur, depth, K, T)
+    assert moved < 0.3 * still  # the true motion explains the frame; no motion does not
+    wrong_way = zero_motion_errors(prev, cur, depth, K, np.linalg.inv(T))[1]
+    assert wrong_way > still
+    # a motion of the wrong size is still told from none when the test weighs several sizes
+    half = scale_motion(T, 0.3)
+    assert zero_motion_errors(prev, cur, depth, K, half, scales=(0.3, 1.0, 3.0))[1] < 0.3 * still
+    # a camera held still (the same frame twice with sensor noise) against a predicted motion: unmoved
+    # wins at every size of the motion weighed
+    noisy = (prev + 0.01 * torch.randn(prev.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    still, moved = zero_motion_errors(prev, noisy, depth, K, T, scales=(0.1, 0.3, 1.0, 3.0))
+    assert still < 0.7 * moved
+    # scale_motion: k = 1 is the motion, k = 0 the identity, angles scale linearly
+    R = np.eye(4)
+    R[:3, :3] = [[np.cos(0.1), -np.sin(0.1), 0], [np.sin(0.1), np.cos(0.1), 0], [0, 0, 1]]
+    assert np.allclose(scale_motion(R, 1.0), R, atol=1e-9) and np.allclose(scale_motion(R, 0.0), np.eye(4))
+    assert np.allclose(matrix_to_axis_angle(scale_motion(R, 2.0)[:3, :3]), [0, 0, 0.2], atol=1e-9)
+    # nothing known (all NaN depth): no verdict
+    assert all(np.isnan(zero_motion_errors(prev, cur, np.full_like(depth, np.nan), K, T)))

@@ -145,3 +145,33 @@ def test_a_scene_cut_reanchors_depth_and_starts_a_new_odometry_segment(mode):
     assert np.allclose(motions[7].T_prev_cur, np.eye(4))  # no step integrated across the cut
     assert np.array_equal(motions[7].T_odom_cam, motions[6].T_odom_cam)  # the new segment starts there
     assert not np.allclose(motions[8].T_prev_cur, np.eye(4))
+
+
+def test_a_scope_held_still_stays_still_and_a_moving_one_moves():
+    """The zero-motion test (``static_ratio``): repeated frames with noise and a moving blob (tissue
+    pulled in front of a still scope) give identity steps; without it the pose network drifts; frames of
+    a moving camera keep their predicted motion."""
+    from endo_depth_model.pretrain import render_sequence
+
+    seq = render_sequence("target", 32, 6, 112, 140)
+    rng = np.random.default_rng(0)
+    still = []
+    for k in range(6):
+        img = seq["rgb"][0].astype(np.int16) + rng.integers(-3, 4, seq["rgb"][0].shape)
+        img[40:60, 20 + 4 * k : 40 + 4 * k] = 200  # something moving on its own
+        still.append(np.clip(img, 0, 255).astype(np.uint8))
+    cfg = dict(input_height=112, input_width=140, torch_threads=1)
+    paths = {}
+    for ratio in (0.7, 0.0):
+        pipe = DepthPipeline(PipelineConfig(static_ratio=ratio, **cfg))
+        for i, rgb in enumerate(still):
+            _, motion = pipe.push(rgb, i, K=seq["K"])
+        paths[ratio] = (np.linalg.norm(motion.T_odom_cam[:3, 3]), pipe.stats.static_frames)
+    assert paths[0.7] == (0.0, 5)
+    assert paths[0.0][0] > 0 and paths[0.0][1] == 0
+    pipe = DepthPipeline(PipelineConfig(static_ratio=0.7, **cfg))
+    for i, rgb in enumerate(seq["rgb"]):
+        pipe.push(rgb, i, K=seq["K"])
+    assert pipe.stats.static_frames <= 1 and len(pipe.stats.zero_motion) == 5
+    with pytest.raises(PipelineError, match="static_ratio"):
+        DepthPipeline(PipelineConfig(static_ratio=1.5))
