@@ -149,6 +149,11 @@ class FrameDepth:
     align: Any  # endo_depth_model.align.AlignStats
     scale: ScaleState
     snippet_index: int
+    # what DepthPipeline.confidence needs: the previous frame's depth (relative unit), the intrinsics
+    # and the predicted motion from the previous frame (None where unknown)
+    prev_depth: np.ndarray | None = None
+    K: np.ndarray | None = None
+    T_prev_cur: np.ndarray | None = None
 
 
 @dataclass
@@ -330,6 +335,9 @@ class DepthPipeline:
         self._prev_pose_input = None
         self._pose_pair = (None, None)
         self._last_depth: FrameDepth | None = None
+        self._steps: dict[int, np.ndarray] = {}  # stream index -> predicted motion from the frame before
+        self._prev_rel: np.ndarray | None = None  # the last finalised frame's depth, relative unit
+        self._last_K: np.ndarray | None = None
         self._snippet_index = -1
         self._last_stats = None
 
@@ -345,6 +353,8 @@ class DepthPipeline:
         self.scale.reset()
         self._prev_pose_input = None
         self._last_depth = None
+        self._steps.clear()
+        self._prev_rel = None
         return dropped
 
     POSE_MIN_HEIGHT = 112  # measured: no loss of translation accuracy down to 112x140 (BENCHMARKS.md)
@@ -428,6 +438,8 @@ class DepthPipeline:
             self._masks.clear()
             self._prev_pose_input = None
             self._last_depth = None
+            self._steps.clear()
+            self._prev_rel = None
             self.scale.reset()
             if self.fov is not None:
                 self.fov.reset()
@@ -442,6 +454,7 @@ class DepthPipeline:
                 self._masks[self.stream.next_index] = found.mask
             self.stream.fov_mask = found.mask if found.kind == "border" else None
         step = None
+        index = self.stream.next_index
         with torch.inference_mode():
             if self.pose_model is not None:
                 # nothing visible: no motion can be seen; hold the pose and restart the pair after it
@@ -459,8 +472,10 @@ class DepthPipeline:
                     step = self._zero_motion(step, K)
                 T = self.odometry.update(step, state.scale)
                 motion = FrameMotion(stamp, T, step, state)
+                self._steps[index] = step
             else:
                 motion = FrameMotion(stamp, self.odometry.T_odom_cam.copy(), np.eye(4), state)
+        self._confidence_inputs(out, K)
         self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
         del self.stats.infer_ms[:-1000]
         return out, motion
@@ -471,7 +486,30 @@ class DepthPipeline:
 
         with torch.inference_mode():
             results = self.stream.flush()
-        return self._finalise(results)
+        out = self._finalise(results)
+        self._confidence_inputs(out, self._last_K)
+        return out
+
+    def _confidence_inputs(self, frames: list[FrameDepth], K) -> None:
+        """Give each finalised frame (in order) the previous finalised frame's depth, K and its motion."""
+        if K is not None:
+            self._last_K = K
+        for fd in frames:
+            fd.K, fd.T_prev_cur, fd.prev_depth = K, self._steps.pop(fd.index, None), self._prev_rel
+            self._prev_rel = fd.depth / max(fd.scale.scale, 1e-12)
+        for i in [i for i in self._steps if i < (frames[-1].index if frames else -1)]:
+            del self._steps[i]
+
+    def confidence(self, fd: FrameDepth, rgb: np.ndarray) -> np.ndarray:
+        """(H, W) float32 confidence in [0, 1] of a finalised frame (see endo_depth_model.confidence);
+        ``rgb`` is the frame's image (H, W, 3) uint8, as it was pushed."""
+        from endo_depth_model.confidence import confidence_map
+
+        residual = float(getattr(fd.align, "residual", float("nan")))
+        if getattr(fd.align, "reanchored", False):
+            residual = float("nan")  # the first snippet of an anchor was fitted to nothing
+        rel = fd.depth / max(fd.scale.scale, 1e-12)
+        return confidence_map(rel, rgb, fd.prev_depth, fd.K, fd.T_prev_cur, residual)
 
     def _finalise(self, results) -> list[FrameDepth]:
         self.stats.head_passes = self.stream.head_passes

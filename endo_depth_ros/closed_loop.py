@@ -126,6 +126,8 @@ def node_commands(args) -> dict[str, list[str]]:
             "-r",
             f"depth/alignment:={NS_DEPTH}/depth/alignment",
             "-r",
+            f"depth/confidence:={NS_DEPTH}/depth/confidence",
+            "-r",
             f"measured_cp:={NS_SIM}/measured_cp",
             "-r",
             f"cmd_twist:={NS_SIM}/cmd_twist",
@@ -323,7 +325,7 @@ def analyse(obs: Observer, args) -> tuple[dict, list[dict]]:
         "modes": {m: sum(r["mode"] == m for r in rows) for m in sorted({r["mode"] for r in rows})},
     }
     last_state = obs.states[max(obs.states)] if obs.states else {}
-    for key in ("implausible_episodes", "checks_passed", "checks_failed"):
+    for key in ("implausible_episodes", "checks_passed", "checks_failed", "depth_with_confidence"):
         summary[key] = int(last_state.get(key, -1))
     summary["margin_kept"] = bool(summary["min_gt_window_distance_m"] >= margin)
     summary["lossless"] = bool(

@@ -85,6 +85,7 @@ class NodeParams:
     publish_points: bool = True
     points_stride: int = 2
     publish_colored: bool = True
+    publish_confidence: bool = True
     publish_tf: bool = True
     diagnostics_period: float = 1.0
     robot_pose_tolerance: float = 0.05  # s: max stamp difference to pair a robot pose with a frame
@@ -139,6 +140,7 @@ PARAM_DOCS = {
     "publish_points": "publish the PointCloud2 on points",
     "points_stride": "keep every N-th row and column in the point cloud",
     "publish_colored": "publish colourised depth on depth/colored",
+    "publish_confidence": "publish per-pixel confidence (0-1) on depth/confidence",
     "publish_tf": "broadcast odom -> camera on /tf (tf2_msgs: a ROS install's, or the one bootstrap builds)",
     "diagnostics_period": "seconds between /diagnostics messages",
     "robot_pose_tolerance": "max seconds between a frame and the robot pose paired with it",
@@ -216,6 +218,7 @@ class DepthNode(Node):
         self.pub_depth_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
         self.pub_colored = self.create_publisher(Image, "depth/colored", out_qos)
         self.pub_points = self.create_publisher(PointCloud2, "points", out_qos)
+        self.pub_confidence = self.create_publisher(Image, "depth/confidence", out_qos)
         self.pub_alignment = self.create_publisher(DepthAlignment, "depth/alignment", out_qos)
         self.pub_pose = self.create_publisher(PoseStamped, "pose", out_qos)
         self.pub_odom = self.create_publisher(Odometry, "odom", out_qos)
@@ -531,6 +534,11 @@ class DepthNode(Node):
         depth = d.depth
         if depth.shape != frame.rgb.shape[:2]:
             raise RuntimeError(f"depth {depth.shape} does not match the image {frame.rgb.shape[:2]}")
+        # confidence first: a consumer that acts on each depth image (the standoff controller) then has the
+        # confidence of the same stamp when the depth arrives
+        if self.params.publish_confidence and self.pub_confidence.get_subscription_count() > 0:
+            conf = self.pipeline.confidence(d, frame.rgb)
+            self.pub_confidence.publish(conv.array_to_image_msg(conf, "32FC1", header))
         self.pub_depth.publish(conv.array_to_image_msg(depth, "32FC1", header))
         self.pub_depth_info.publish(conv.make_camera_info(frame.K, depth.shape[0], depth.shape[1], header))
         # the colourised depth and the point cloud are computed only while someone subscribes (as

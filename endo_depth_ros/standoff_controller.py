@@ -70,9 +70,10 @@ class ControllerConfig:
     rearm_scale_change: float = 0.25  # relative change of metric_scale that counts as re-estimated
     smooth_frames: int = 5  # the guard compares medians of this many recent (position, depth) samples
     pose_tolerance_s: float = 0.05  # measured_cp must be this close to the depth image's stamp
+    min_confidence: float = 0.2  # window pixels below this depth/confidence are ignored (0: use every pixel)
 
     def validate(self) -> None:
-        unsigned = ("tolerance_m", "excite_while_metric", "plausibility_check")
+        unsigned = ("tolerance_m", "excite_while_metric", "plausibility_check", "min_confidence")
         problems = [
             f"{f.name} must be > 0, got {getattr(self, f.name)}"
             for f in fields(self)
@@ -80,6 +81,8 @@ class ControllerConfig:
         ]
         if self.tolerance_m < 0:
             problems.append(f"tolerance_m must be >= 0, got {self.tolerance_m}")
+        if not 0 <= self.min_confidence <= 1:
+            problems.append(f"min_confidence must be in 0..1, got {self.min_confidence}")
         if not self.window_fraction <= 1 or not self.min_valid_fraction <= 1:
             problems.append("window_fraction and min_valid_fraction must be <= 1")
         if not self.max_unverified_advance_m >= self.check_travel_m:
@@ -110,6 +113,7 @@ PARAM_DOCS = {
     "rearm_scale_change": "relative change of metric_scale after a failed check that re-arms the advance",
     "smooth_frames": "the guard compares medians of this many recent samples of position and window depth",
     "pose_tolerance_s": "largest stamp difference (s) between a depth image and the measured_cp used with it",
+    "min_confidence": "ignore window pixels of depth/confidence (same stamp) below this; 0: all pixels",
 }
 
 
@@ -233,10 +237,16 @@ class Decision:
     reason: str = ""  # why the mode is implausible
 
 
-def window_depth(depth: np.ndarray, cfg: ControllerConfig) -> float:
-    """Median depth (m or relative) in the central window; NaN when too few pixels are valid."""
-    win = depth[central_window(depth.shape, cfg.window_fraction)]
+def window_depth(depth: np.ndarray, cfg: ControllerConfig, confidence: np.ndarray | None = None) -> float:
+    """Median depth (m or relative) in the central window; NaN when too few pixels are valid. With a
+    ``confidence`` map of the same size, pixels below ``min_confidence`` are not valid."""
+    window = central_window(depth.shape, cfg.window_fraction)
+    win = depth[window]
     valid = np.isfinite(win) & (win > 0)
+    if confidence is not None and cfg.min_confidence > 0:
+        if confidence.shape != depth.shape:
+            raise ValueError(f"confidence {confidence.shape} and depth {depth.shape} differ in size")
+        valid &= np.nan_to_num(confidence[window], nan=0.0) >= cfg.min_confidence
     if valid.mean() < cfg.min_valid_fraction:
         return math.nan
     return float(np.median(win[valid]))
@@ -314,11 +324,16 @@ class StandoffController(Node):
         self.last_frame_id = ""
         self.depth_received = 0
         self.bad_depth = 0
+        self.depth_with_confidence = 0
+        self._confidence: deque[tuple[int, np.ndarray]] = deque(maxlen=10)  # stamp, map
         self.watchdog_stops = 0
         self._stale = False
         qos = QoSProfile(depth=50)
         self.pub_cmd = self.create_publisher(TwistStamped, "cmd_twist", qos)
         self.pub_state = self.create_publisher(DiagnosticArray, "state", qos)
+        if self.cfg.min_confidence > 0:
+            # created before depth/image: when both are waiting, the executor takes the confidence first
+            self.create_subscription(Image, "depth/confidence", self._on_confidence, qos)
         self.create_subscription(Image, "depth/image", self._on_depth, qos)
         self.create_subscription(DepthAlignment, "depth/alignment", self._on_alignment, qos)
         self.create_subscription(PoseStamped, "measured_cp", self._on_pose, qos)
@@ -333,6 +348,23 @@ class StandoffController(Node):
                 else "off"
             )
         )
+
+    def _on_confidence(self, msg: Image) -> None:
+        """depth/confidence, kept by stamp for the depth image of the same stamp (the node sends it first)."""
+        try:
+            if msg.encoding != "32FC1":
+                raise ValueError(f"confidence encoding {msg.encoding!r} is not 32FC1")
+            c = image_to_numpy(
+                msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
+            )
+        except Exception as exc:  # noqa: BLE001 - bad input is counted, never fatal
+            self.bad_depth += 1
+            self.get_logger().warning(f"bad confidence image: {exc}", throttle_duration_sec=2.0)
+            return
+        self._confidence.append((conv.stamp_to_ns(msg.header.stamp), c))
+
+    def _confidence_at(self, stamp_ns: int) -> np.ndarray | None:
+        return next((c for s, c in reversed(self._confidence) if s == stamp_ns), None)
 
     def _on_alignment(self, msg: DepthAlignment) -> None:
         self.is_metric = bool(msg.is_metric)
@@ -370,7 +402,9 @@ class StandoffController(Node):
             depth = image_to_numpy(
                 msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
             )
-            depth_m = window_depth(depth, self.cfg)
+            confidence = self._confidence_at(stamp_ns)
+            self.depth_with_confidence += confidence is not None
+            depth_m = window_depth(depth, self.cfg, confidence)
         except Exception as exc:  # noqa: BLE001 - bad input is counted and stops the robot, never the node
             self.bad_depth += 1
             self.get_logger().warning(f"bad depth image: {exc}", throttle_duration_sec=2.0)
@@ -435,6 +469,7 @@ class StandoffController(Node):
             "explore_offset_m": f"{self.explore_offset_m:.6g}",
             "depth_received": str(self.depth_received),
             "bad_depth": str(self.bad_depth),
+            "depth_with_confidence": str(self.depth_with_confidence),
             "watchdog_stops": str(self.watchdog_stops),
             "reason": decision.reason,
             "depth_response": f"{self.guard.response:.4g}",

@@ -107,6 +107,7 @@ def generate_launch_description() -> LaunchDescription:
         remappings=[
             ("depth/image", "/endo_depth/depth/image"),
             ("depth/alignment", "/endo_depth/depth/alignment"),
+            ("depth/confidence", "/endo_depth/depth/confidence"),
             ("measured_cp", "/endoscope/measured_cp"),
             ("cmd_twist", "/endoscope/cmd_twist"),
         ],

@@ -168,6 +168,20 @@ def test_window_depth_is_the_median_of_the_central_window_and_nan_when_mostly_in
     assert math.isnan(window_depth(depth, CFG))
 
 
+def test_window_depth_ignores_pixels_of_low_confidence():
+    depth = np.full((30, 30), 0.02, np.float32)
+    depth[10:15, 10:20] = 0.001  # a specular blob read as very near
+    confidence = np.ones_like(depth)
+    confidence[10:15, 10:20] = 0.05
+    assert window_depth(depth, CFG) < 0.02  # the median is pulled by the blob
+    assert window_depth(depth, CFG, confidence) == pytest.approx(0.02)
+    no = ControllerConfig(**{**CFG.__dict__, "min_confidence": 0.0})
+    assert window_depth(depth, no, confidence) == window_depth(depth, no)  # 0: confidence not used
+    assert math.isnan(window_depth(depth, CFG, np.zeros_like(depth)))  # nothing trusted: no depth
+    with pytest.raises(ValueError, match="differ in size"):
+        window_depth(depth, CFG, confidence[:10])
+
+
 def test_integration_guide_lists_every_controller_parameter_and_mode():
     from dataclasses import fields
 
@@ -349,6 +363,8 @@ def test_closed_loop_keeps_the_margin_converges_the_scale_and_loses_nothing(tmp_
     # the plausibility guard ran on measured_cp (its counters reached the state) and, where it stopped
     # trusting the depth, never commanded an advance
     assert s["checks_passed"] >= 0 and s["checks_failed"] >= 0
+    # the controller used the node's confidence map of the same stamp for most depth images
+    assert s["depth_with_confidence"] >= 60, s["depth_with_confidence"]
     assert (s["implausible_episodes"] > 0) == ("implausible" in s["modes"])
     assert_never_advanced_while_implausible(report["series"])
 

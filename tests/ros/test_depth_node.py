@@ -40,6 +40,7 @@ OUTPUTS = {
     "/test/depth/image": Image,
     "/test/depth/camera_info": CameraInfo,
     "/test/depth/colored": Image,
+    "/test/depth/confidence": Image,
     "/test/points": PointCloud2,
     "/test/depth/alignment": DepthAlignment,
     "/test/pose": PoseStamped,
@@ -65,6 +66,7 @@ def _start(weights, **params):
     pub_img = peer.publisher(Image, "/test/image")
     pub_info = peer.publisher(CameraInfo, "/test/camera_info")
     topics = [f"/test/{t}" for t in ("depth/image", "depth/alignment", "pose", "depth/colored", "points")]
+    topics.append("/test/depth/confidence")
     topics.append("/diagnostics")
 
     def ready() -> bool:
@@ -108,6 +110,19 @@ def test_every_frame_yields_one_depth_image_with_its_stamp_and_all_outputs(weigh
         assert np.all(np.isnan(d) | (d > 0)) and np.isfinite(d).mean() > 0.99
     colored = peer.received["/test/depth/colored"]
     assert len(colored) == 20 and all(m.encoding == "rgb8" and (m.height, m.width) == (H, W) for m in colored)
+    confidence = {conv.stamp_to_ns(m.header.stamp): m for m in peer.received["/test/depth/confidence"]}
+    assert len(confidence) == 20
+    for m in depth_msgs:
+        c = confidence[conv.stamp_to_ns(m.header.stamp)]
+        assert (c.encoding, c.height, c.width) == ("32FC1", H, W)
+        cv = np.frombuffer(bytes(c.data), np.float32).reshape(H, W)
+        d = np.frombuffer(bytes(m.data), np.float32).reshape(H, W)
+        assert np.all((cv >= 0) & (cv <= 1)) and np.all(cv[~np.isfinite(d)] == 0)
+    # the first frame has nothing to agree with (0.5 at most), later frames mostly agree with the last
+    ordered = [confidence[t] for t in sorted(confidence)]
+    first = np.frombuffer(bytes(ordered[0].data), np.float32)
+    last = np.frombuffer(bytes(ordered[-1].data), np.float32)
+    assert first.max() <= 0.5 + 1e-6 and np.median(last) > 0.5
     infos = peer.received["/test/depth/camera_info"]
     assert len(infos) == 20 and np.allclose(np.reshape(infos[0].k, (3, 3)), K)
     clouds = peer.received["/test/points"]
