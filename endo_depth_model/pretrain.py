@@ -69,6 +69,7 @@ class PretrainConfig:
     pose_steps: int = 0  # > 0: also pretrain the pose network on ground-truth relative poses
     pose_batch: int = 4
     pose_lr: float = 3e-4
+    pose_init: str = ""  #: start the pose network from these weights (e.g. the shipped pose network)
     device: str = "auto"  # auto (CUDA when available), cpu, cuda[:N]
 
 
@@ -337,7 +338,15 @@ def pretrain_pose(cfg: PretrainConfig, seqs: list[dict]) -> Path:
     torch.manual_seed(cfg.seed + 1)
     rng = np.random.default_rng(cfg.seed + 1)
     device = _device(cfg.device)
-    net = PoseNet().to(device)
+    net = PoseNet()
+    if cfg.pose_init:
+        from endo_depth_model.checkpoint import read_state_dict
+
+        state = read_state_dict(cfg.pose_init)
+        net = PoseNet(predict_intrinsics=any(k.startswith("intrinsics") for k in state))
+        net.load_state_dict(state, strict=True)
+        print(f"pose network initialised from {cfg.pose_init}")
+    net = net.to(device)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.pose_lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(

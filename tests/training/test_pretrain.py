@@ -141,3 +141,22 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     c = load_file(tmp_path / "zero/vitt_pretrained.safetensors")
     assert any(not torch.equal(a[k], c[k]) for k in a)
     assert np.isfinite([r["loss"] for r in log]).all()
+
+
+def test_pose_pretraining_can_start_from_the_shipped_pose_network(tmp_path):
+    from endo_depth_model.checkpoint import read_state_dict
+    from endo_depth_model.pipeline import SHIPPED_MODEL_DIR
+
+    torch.set_num_threads(1)
+    shipped_path = SHIPPED_MODEL_DIR / "vitt_endodav_pose.safetensors"
+    shipped = read_state_dict(shipped_path)
+    common = dict(mix="lap:1", frames=4, input_height=64, input_width=80, steps=0, pose_steps=2, pose_batch=2)
+    out = {}
+    for name, init in (("init", str(shipped_path)), ("scratch", "")):
+        cfg = PretrainConfig(out=str(tmp_path / name), pose_init=init, pose_lr=1e-5, device="cpu", **common)
+        pretrain(cfg)
+        out[name] = load_file(tmp_path / name / "vitt_pose_pretrained.safetensors")
+    key = next(k for k in shipped if k.endswith("weight") and shipped[k].dim() == 4)
+    near = (out["init"][key] - shipped[key]).abs().max()
+    far = (out["scratch"][key] - shipped[key]).abs().max()
+    assert 0 < near < 0.01 * far  # fine-tuned from the shipped weights, and moved by training
