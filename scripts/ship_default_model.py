@@ -36,6 +36,12 @@ def main() -> int:
         default="supervised source pretraining + self-supervised SSB fine-tuning on the target domain",
         help="what the shipped weights are (stored in the file's metadata)",
     )
+    p.add_argument(
+        "--pose",
+        type=Path,
+        help="pose network weights to ship (e.g. from pretrain --pose-steps); default: the checkpoint's",
+    )
+    p.add_argument("--pose-stage", default="", help="what the --pose weights are (metadata)")
     p.add_argument("--encoder", default="vitt")
     p.add_argument("--out", type=Path, default=ROOT / "endo_depth_model" / "weights")
     args = p.parse_args()
@@ -65,12 +71,17 @@ def main() -> int:
     n_values = sum(v.numel() for v in state.values())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n_values:,} values)")
     pose_file = args.checkpoint / "pose_net.safetensors" if args.checkpoint is not None else None
+    stage = "pose network of the same checkpoint"
+    if args.pose is not None:
+        pose_file, stage = args.pose, args.pose_stage or f"pose network from {args.pose.name}"
+        if not pose_file.is_file():
+            raise SystemExit(f"pose weights not found: {pose_file}")
     if pose_file is not None and pose_file.is_file():
         # the pose network (12.5M parameters) fits the repository budget only as int8 weights
         pose = save_safetensors(
             quantize_int8(read_state_dict(pose_file)),
             args.out / f"{args.encoder}_endodav_pose.safetensors",
-            metadata={"stage": "pose network of the same checkpoint", "storage": "int8 per-channel weights"},
+            metadata={"stage": stage, "storage": "int8 per-channel weights"},
         )
         print(f"wrote {pose} ({pose.stat().st_size / 2**20:.1f} MiB)")
     return 0
