@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from model_quality import PRESETS, REAL, read_clip, render  # noqa: E402
 
 
-def run(rgbs: np.ndarray, K: np.ndarray, ratio: float, weights: str) -> dict:
+def run(rgbs: np.ndarray, K: np.ndarray, ratio: float, weights: str, pose_weights: str = "") -> dict:
     from endo_depth_model.geometry import matrix_to_axis_angle
     from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
 
-    pipe = DepthPipeline(PipelineConfig(weights=weights, static_ratio=ratio))
+    pipe = DepthPipeline(PipelineConfig(weights=weights, pose_weights=pose_weights, static_ratio=ratio))
     poses, depths = [], []
     for i, rgb in enumerate(rgbs):
         out, motion = pipe.push(rgb, i, K=K)
@@ -60,6 +60,7 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="", help="depth weights (default: the shipped model)")
+    ap.add_argument("--pose-weights", default="", help="pose network weights (default: the shipped one)")
     ap.add_argument("--ratio", type=float, default=PipelineConfig().static_ratio, help="static_ratio when on")
     ap.add_argument("--data", type=Path, default=ROOT / "runs/quality_data", help="rendered held-out cache")
     ap.add_argument("--threads", type=int, default=2)
@@ -67,7 +68,13 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    results: dict = {"ratio": args.ratio, "synthetic": {}, "real": {}}
+    results: dict = {
+        "ratio": args.ratio,
+        "weights": args.weights or "shipped",
+        "pose_weights": args.pose_weights or "shipped",
+        "synthetic": {},
+        "real": {},
+    }
     clip = REAL / "endonerf_pulling/pulling_gt.mp4"
     if clip.is_file():
         meta = json.loads((REAL / "endonerf_pulling/pulling_intrinsics.json").read_text())
@@ -75,7 +82,7 @@ def main() -> int:
         K = np.array([[meta["fx"], 0, meta["cx"]], [0, meta["fy"], meta["cy"]], [0, 0, 1.0]])
         K = scale_intrinsics(K, rgbs.shape[2] / meta["width"], rgbs.shape[1] / meta["height"])
         for name, ratio in (("off", 0.0), ("on", args.ratio)):
-            r = run(rgbs, K, ratio, args.weights)
+            r = run(rgbs, K, ratio, args.weights, args.pose_weights)
             r.pop("poses")
             results["real"][f"endonerf_pulling_{name}"] = r
     else:
@@ -87,7 +94,7 @@ def main() -> int:
             moving = bool(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).max() > 1e-6)
             row = {"moving": moving}
             for name, ratio in (("off", 0.0), ("on", args.ratio)):
-                r = run(data["rgb"], data["K"], ratio, args.weights)
+                r = run(data["rgb"], data["K"], ratio, args.weights, args.pose_weights)
                 row[f"static_steps_{name}"] = r["static_steps"]
                 if moving:
                     row[f"ate_mm_{name}"] = snippet_ate(gt, r["poses"])[0] * 1e3
