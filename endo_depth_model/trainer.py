@@ -1,4 +1,4 @@
-"""The self-supervised EndoDAV trainer (used by ``endo-depth train``; configuration in :mod:`train`).
+"""The self-supervised EndoDAV trainer (used by ``endo-depth train``; configuration: :mod:`training_config`).
 
 One training step, for a batch of clips of T frames with one extra neighbour frame on each side::
 
@@ -48,7 +48,7 @@ from torch import nn
 from endo_depth_model import geometry
 from endo_depth_model.config import to_dict
 from endo_depth_model.losses import SelfSupervisedLoss
-from endo_depth_model.train import TrainConfig
+from endo_depth_model.training_config import TrainConfig
 
 __all__ = [
     "TrainError",
