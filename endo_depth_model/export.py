@@ -450,7 +450,7 @@ def main(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        from endo_depth_model.infer import InferError, load_depth_model
+        from endo_depth_model.loading import LoadError, load_depth_model
 
         bundle = load_depth_model(args.encoder, args.weights, args.adapter, args.checkpoint, "cpu")
         print(f"model: {bundle.description}")
@@ -486,7 +486,7 @@ def main(args: argparse.Namespace) -> int:
                     engines.append(
                         build_or_load_engine(graph, precision, cache, workspace_gib=args.workspace_gib)
                     )
-    except (ExportError, CheckpointError, InferError, ValueError, RuntimeError) as exc:
+    except (ExportError, CheckpointError, LoadError, ValueError, RuntimeError) as exc:
         print(f"endo-depth export: error: {exc}")
         return 1
     enc_meta, head_meta = graphs.metadata()
