@@ -162,13 +162,11 @@ def main() -> int:
 
     from endo_depth_model.colormap import colorize_depth
     from endo_depth_model.fov import detect_fov
-    from endo_depth_model.infer import load_depth_model
+    from endo_depth_model.loading import load_depth_model, shipped_weights, weights_depth_range
     from endo_depth_model.quality import flicker, light_heuristic_depth
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--weights", type=Path, default=ROOT / "endo_depth_model/weights/vitt_endodav.safetensors"
-    )
+    ap.add_argument("--weights", type=Path, default=shipped_weights("vitt"))
     ap.add_argument("--label", default="model")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/model_quality.json")
     ap.add_argument("--data", type=Path, default=ROOT / "runs/quality_data")
@@ -187,11 +185,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from safetensors import safe_open
-
-    with safe_open(str(args.weights), framework="pt") as f:
-        meta = f.metadata() or {}
-    lo, hi = float(meta.get("min_depth", 0.001)), float(meta.get("max_depth", 0.3))
+    min_depth, max_depth = weights_depth_range(args.weights)
+    lo, hi = 0.001 if min_depth is None else min_depth, 0.3 if max_depth is None else max_depth
     bundle = load_depth_model("vitt", args.weights)
     t0 = time.time()
     methods = list(args.methods)

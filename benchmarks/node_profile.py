@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from endo_depth_model.checkpoint import load_vda_weights  # noqa: E402
 from endo_depth_model.data.simulator import EndoscopySimulator, preset  # noqa: E402
-from endo_depth_model.models import build_vda  # noqa: E402
-from endo_depth_model.pipeline import SHIPPED_MODEL_DIR, DepthPipeline, PipelineConfig  # noqa: E402
+from endo_depth_model.loading import load_depth_model, shipped_weights  # noqa: E402
+from endo_depth_model.pipeline import DepthPipeline, PipelineConfig  # noqa: E402
 from endo_depth_model.runtime.precision import resolve_precision  # noqa: E402
 from endo_depth_model.runtime.torch_backend import TorchBackend  # noqa: E402
 
@@ -44,8 +43,7 @@ def cpu_ms(fn, repeats: int = 3) -> float:
 
 def head_costs(precision: str) -> dict:
     """Encoder and head CPU time through the torch backend (what the node runs: channels-last head)."""
-    model = build_vda("vitt").eval()
-    load_vda_weights(model, SHIPPED_MODEL_DIR / "vitt_endodav.safetensors")
+    model = load_depth_model("vitt", shipped_weights("vitt")).model
     backend = TorchBackend(model, "cpu", precision=precision)
     x = torch.randn(1, 16, 3, 224, 280)
     feats = backend.encode(x)

@@ -23,12 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from endo_depth_model.checkpoint import read_state_dict  # noqa: E402
 from endo_depth_model.data import open_source  # noqa: E402
 from endo_depth_model.geometry import pose_vec_to_mat  # noqa: E402
+from endo_depth_model.loading import load_pose_model, shipped_weights  # noqa: E402
 from endo_depth_model.metrics import compute_ate  # noqa: E402
 from endo_depth_model.models.pose_net import PoseNet  # noqa: E402
-from endo_depth_model.pipeline import SHIPPED_MODEL_DIR  # noqa: E402
 from endo_depth_model.preprocess import Preprocessor  # noqa: E402
 
 DEFAULT = [f"runs/eval_target/target_s{s}/frames" for s in (31, 32, 33)]
@@ -78,9 +77,7 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/pose_resolution.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    net = PoseNet()
-    net.load_state_dict(read_state_dict(SHIPPED_MODEL_DIR / "vitt_endodav_pose.safetensors"))
-    net.eval()
+    net = load_pose_model(shipped_weights("vitt", pose=True), predict_intrinsics=False)
     rows = [evaluate(net, args.folders, size) for size in SIZES]
     print("| pose input | 5-frame ATE (mm) | rotation error per pair (deg) | CPU ms per pair |")
     print("|---|---|---|---|")

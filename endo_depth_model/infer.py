@@ -17,10 +17,13 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from endo_depth_model import loading
+from endo_depth_model.loading import ModelBundle, weights_are_metric  # noqa: F401 - re-exported
 
 __all__ = [
     "InferError",
@@ -39,110 +42,13 @@ class InferError(RuntimeError):
     """Bad arguments or unusable input/output for ``endo-depth infer`` / ``eval``."""
 
 
-@dataclass
-class ModelBundle:
-    """A ready depth model and what the reports need to know about it.
-
-    ``total_params`` counts every parameter of the depth network (SSB vectors included when present);
-    ``trainable_params`` counts the SSB vectors (0 for a base model); ``pose_net`` is set when the
-    checkpoint has one.
-    """
-
-    model: object
-    encoder: str
-    total_params: int
-    trainable_params: int
-    description: str
-    pose_net: object | None = None
-    sources: dict = field(default_factory=dict)
-    precision: str = "fp32"  # PyTorch compute precision of the depth model and pose network
-
-    def set_precision(self, precision: str, device) -> None:
-        """Run the torch depth model (and the pose network) at ``precision`` (``auto`` resolved here);
-        a graph backend stays as it is. :class:`~endo_depth_model.runtime.precision.PrecisionError`
-        (a ValueError) when the device cannot run it."""
-        import torch
-
-        from endo_depth_model.runtime.precision import resolve_precision
-        from endo_depth_model.runtime.torch_backend import TorchBackend
-
-        self.precision = resolve_precision(precision, device)
-        if isinstance(self.model, torch.nn.Module) and self.precision != "fp32":
-            self.model = TorchBackend(self.model, device, precision=self.precision)
-        self.description += f", {self.precision}"
-
-
-def load_depth_model(
-    encoder: str = "vitt",
-    weights: str | Path | None = None,
-    adapter: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    device: str = "cpu",
-    merge: bool = True,
-    seed: int = 0,
-) -> ModelBundle:
-    """Build ``VideoDepthAnything(encoder)``, load base ``weights`` (VDA / DA-V2 file), then an SSB
-    ``adapter`` file or a training ``checkpoint`` folder (adapter + pose net). Without weights the
-    network is randomly initialised from ``seed`` (useful for smoke tests only; said in the description).
-    Adapters are merged into the weights for speed unless ``merge`` is False."""
-    import torch
-
-    from endo_depth_model import checkpoint as ckpt
-    from endo_depth_model import ssb
-    from endo_depth_model.models import build_vda
-
-    if checkpoint is not None and adapter is not None:
-        raise InferError("give either --adapter or --checkpoint, not both")
-    torch.manual_seed(seed)
-    metric = weights_are_metric(weights) if weights is not None else False
+def load_depth_model(*args, **kwargs) -> ModelBundle:
+    """:func:`endo_depth_model.loading.load_depth_model` for the commands: a
+    :class:`~endo_depth_model.loading.LoadError` becomes an :class:`InferError`."""
     try:
-        model = build_vda(encoder, metric=metric) if metric else build_vda(encoder)
-    except ValueError as exc:
-        raise InferError(str(exc)) from None
-    parts = [f"VDA-{encoder}" + (" metric depth (metres)" if metric else "")]
-    sources: dict = {"encoder": encoder}
-    if weights is not None:
-        report = ckpt.load_vda_weights(model, weights)
-        parts.append(f"weights {Path(weights).name} ({report.source})")
-        sources["weights"] = str(weights)
-    else:
-        parts.append("random init (no --weights)")
-    pose_net = None
-    if checkpoint is not None:
-        from endo_depth_model.models.pose_net import PoseNet
-        from endo_depth_model.trainer import POSE_FILE, load_checkpoint_weights
-
-        folder = Path(checkpoint)
-        if not folder.is_dir():
-            raise InferError(f"checkpoint folder not found: {folder}")
-        if (folder / POSE_FILE).is_file():
-            pose_net = PoseNet()
-        load_checkpoint_weights(model, pose_net, folder)
-        parts.append(f"checkpoint {folder.name}")
-        sources["checkpoint"] = str(folder)
-    elif adapter is not None:
-        if not Path(adapter).is_file():
-            raise InferError(f"adapter file not found: {adapter}")
-        ssb.load_adapter(model, adapter)
-        parts.append(f"SSB adapter {Path(adapter).name}")
-        sources["adapter"] = str(adapter)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(_ssb_counts(model))
-    if merge and (adapter is not None or checkpoint is not None):
-        ssb.merge_ssb(model)
-    model = model.to(device).eval()
-    if pose_net is not None:
-        pose_net = pose_net.to(device).eval()
-    return ModelBundle(model, encoder, total, trainable, ", ".join(parts), pose_net, sources)
-
-
-def _ssb_counts(model) -> list[int]:
-    from endo_depth_model import ssb
-
-    return [
-        sum(p.numel() for attr in ssb.SSBLinear.adapter_layer_names for p in getattr(layer, attr).values())
-        for _, _, layer in ssb.ssb_layers(model)
-    ]
+        return loading.load_depth_model(*args, **kwargs)
+    except loading.LoadError as exc:
+        raise InferError(str(exc)) from exc
 
 
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> int:
@@ -222,25 +128,6 @@ def make_engine(
         align=align,
         device=device,
     )
-
-
-def weights_are_metric(path: str | Path) -> bool:
-    """Whether a weights file holds a metric-depth VDA (its output is depth in metres, not disparity):
-    ``output_kind: metric_depth`` in safetensors metadata, or the official file name
-    ``metric_video_depth_anything_<size>.pth``. The state dicts of the two kinds are identical in shape,
-    so the name or the metadata is the only sign."""
-    path = Path(path)
-    if path.name.startswith("metric_"):
-        return True
-    if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return (f.metadata() or {}).get("output_kind") == "metric_depth"
-        except Exception:  # noqa: BLE001 - unreadable files fail later with their own clear error
-            return False
-    return False
 
 
 @dataclass
@@ -444,52 +331,26 @@ def _write_png16(path: Path, depth: np.ndarray, scale: float) -> None:
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
-def checkpoint_base_weights(checkpoint: str | Path) -> Path | None:
-    """The base weights a training checkpoint was trained on (``model.weights`` of its ``config.yaml``),
-    when that file still exists (relative paths: to the working directory, as in training)."""
-    cfg_path = Path(checkpoint) / "config.yaml"
-    if not cfg_path.is_file():
-        return None
-    import yaml
-
-    try:
-        weights = (yaml.safe_load(cfg_path.read_text()) or {}).get("model", {}).get("weights")
-    except yaml.YAMLError:
-        return None
-    return Path(weights) if weights and Path(weights).is_file() else None
-
-
 def resolve_model_defaults(args: argparse.Namespace) -> None:
     """Fill in what the user left out: when no weights are given, the base of ``--checkpoint`` (from its
     config) or else the shipped default model (for ``--encoder vitt``); the depth range stored in the
     weights' metadata (else EndoDAV's 0.1 / 150)."""
-    from endo_depth_model.pipeline import SHIPPED_MODEL_DIR
-
     if args.weights is None and args.checkpoint is not None:
-        args.weights = checkpoint_base_weights(args.checkpoint)
-    if args.weights is None:
-        shipped = SHIPPED_MODEL_DIR / f"{args.encoder}_endodav.safetensors"
-        if shipped.is_file():
-            args.weights = shipped
-    meta: dict = {}
-    if (
-        args.weights is not None
-        and Path(args.weights).suffix == ".safetensors"
-        and Path(args.weights).is_file()
-    ):
-        from safetensors import safe_open
-
+        args.weights = loading.checkpoint_base_weights(args.checkpoint)
+    if args.weights is None and loading.shipped_weights(args.encoder).is_file():
+        args.weights = loading.shipped_weights(args.encoder)
+    min_depth = max_depth = None
+    if args.weights is not None:
         try:
-            with safe_open(str(args.weights), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad file
-            raise InferError(f"cannot read weights {args.weights}: {exc} (corrupt or truncated?)") from None
+            min_depth, max_depth = loading.weights_depth_range(args.weights)
+        except loading.LoadError as exc:
+            raise InferError(str(exc)) from None
     if getattr(args, "per_frame", False):
         args.window, args.overlap, args.blend, args.stride = 1, 0, 0, None
     if args.min_depth is None:
-        args.min_depth = float(meta.get("min_depth", 0.1))
+        args.min_depth = 0.1 if min_depth is None else min_depth
     if args.max_depth is None:
-        args.max_depth = float(meta.get("max_depth", 150.0))
+        args.max_depth = 150.0 if max_depth is None else max_depth
 
 
 def add_model_arguments(p: argparse.ArgumentParser, precision_default: str = "auto") -> None:

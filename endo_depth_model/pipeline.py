@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from endo_depth_model import loading
+from endo_depth_model.loading import SHIPPED_MODEL_DIR  # noqa: F401 - re-exported (scripts and tests)
 from endo_depth_model.odometry import SCALE_MODES, PoseIntegrator, ScaleEstimator, ScaleState
 from endo_depth_model.runtime.precision import PRECISIONS, PrecisionError, autocast, resolve_precision
-
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "weights"
 
 
 class PipelineError(ValueError):
@@ -45,6 +44,9 @@ class PipelineConfig:
     overlap: int = 12
     stride: int = 4
     blend: int = 4
+    # the shipped weights' metadata holds the same range (endo_depth_model.loading.weights_depth_range, which
+    # the CLI uses when --min-depth/--max-depth are not given); the node does not read it yet: a declared
+    # parameter (and config/depth.yaml) cannot tell "left at the default" from "set to it"
     min_depth: float = 0.001
     max_depth: float = 0.3
     scale_mode: str = "relative"
@@ -182,59 +184,39 @@ class PipelineStats:
     infer_ms: list[float] = field(default_factory=list)
 
 
-def _resolve(path: str, default_name: str) -> Path | None:
-    if path:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise PipelineError(f"weights file not found: {p}")
-        return p
-    shipped = SHIPPED_MODEL_DIR / default_name
-    return shipped if shipped.is_file() else None
-
-
 def load_depth_model(cfg: PipelineConfig):
-    """The VDA model of ``cfg.model_config`` with its weights (and SSB adapter, merged), in eval mode.
-
-    One loader for the whole project: :func:`endo_depth_model.infer.load_depth_model`; this adds the
-    shipped default weights and turns every loading failure into a :class:`PipelineError`.
-    """
+    """The VDA model of ``cfg.model_config`` with its weights (default: the shipped model) and SSB adapter
+    (merged), in eval mode, from :func:`endo_depth_model.loading.load_depth_model`; every loading
+    failure is a :class:`PipelineError`."""
     from endo_depth_model.checkpoint import CheckpointError
-    from endo_depth_model.infer import InferError
-    from endo_depth_model.infer import load_depth_model as load_bundle
 
-    default = f"{cfg.model_config}_endodav.safetensors"
-    weights = _resolve(cfg.weights, default)
-    if weights is None:
-        raise PipelineError(
-            f"no weights given and no shipped model {SHIPPED_MODEL_DIR / default}: set the weights path "
-            "(parameter model.weights / option --weights)"
-        )
-    adapter = _resolve(cfg.adapter, "") if cfg.adapter else None
+    shipped = loading.shipped_weights(cfg.model_config)
     try:
-        return load_bundle(cfg.model_config, weights, adapter=adapter, device=cfg.device).model
-    except (InferError, CheckpointError, ValueError) as exc:
+        weights = loading.resolve_weights(cfg.weights, shipped)
+        if weights is None:
+            raise loading.LoadError(
+                f"no weights given and no shipped model {shipped}: set the weights path "
+                "(parameter model.weights / option --weights)"
+            )
+        adapter = loading.resolve_weights(cfg.adapter)
+        return loading.load_depth_model(cfg.model_config, weights, adapter=adapter, device=cfg.device).model
+    except (loading.LoadError, CheckpointError, ValueError) as exc:
         raise PipelineError(str(exc)) from exc
 
 
 def load_pose_model(cfg: PipelineConfig):
-    """The pose network with its weights, or None when none is given or shipped."""
+    """The pose network with its weights (default: the shipped one, when there is one), in eval mode on
+    ``cfg.device``; None when none is given or shipped. A missing file or weights of another network
+    raise :class:`PipelineError`, an unreadable file :class:`~endo_depth_model.checkpoint.CheckpointError`."""
     import torch
 
-    path = _resolve(cfg.pose_weights, f"{cfg.model_config}_endodav_pose.safetensors")
-    if path is None:
-        return None
-    from endo_depth_model.checkpoint import read_state_dict
-    from endo_depth_model.models.pose_net import PoseNet
-
-    state = read_state_dict(path)
-    net = PoseNet(predict_intrinsics=any(k.startswith("intrinsics") for k in state))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise PipelineError(
-            f"{path}: not pose network weights (missing {list(missing)[:4]}, unexpected "
-            f"{list(unexpected)[:4]})"
-        )
-    net = net.to(torch.device(cfg.device)).eval()
+    try:
+        path = loading.resolve_weights(cfg.pose_weights, loading.shipped_weights(cfg.model_config, pose=True))
+        if path is None:
+            return None
+        net = loading.load_pose_model(path, cfg.device)
+    except loading.LoadError as exc:
+        raise PipelineError(str(exc)) from exc
     if torch.device(cfg.device).type == "cpu":
         net.to(memory_format=torch.channels_last)  # ResNet convolutions: 28 -> 24 ms fp32, 14.5 ms bf16
     return net

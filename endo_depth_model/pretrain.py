@@ -338,13 +338,11 @@ def pretrain_pose(cfg: PretrainConfig, seqs: list[dict]) -> Path:
     torch.manual_seed(cfg.seed + 1)
     rng = np.random.default_rng(cfg.seed + 1)
     device = _device(cfg.device)
-    net = PoseNet()
+    net = PoseNet()  # drawn even with pose_init, so the seeded random stream after it is the same
     if cfg.pose_init:
-        from endo_depth_model.checkpoint import read_state_dict
+        from endo_depth_model.loading import load_pose_model
 
-        state = read_state_dict(cfg.pose_init)
-        net = PoseNet(predict_intrinsics=any(k.startswith("intrinsics") for k in state))
-        net.load_state_dict(state, strict=True)
+        net = load_pose_model(cfg.pose_init)
         print(f"pose network initialised from {cfg.pose_init}")
     net = net.to(device)
     net.train()

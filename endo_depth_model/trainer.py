@@ -1,4 +1,4 @@
-"""The self-supervised EndoDAV trainer (used by ``endo-depth train``; configuration in :mod:`train`).
+"""The self-supervised EndoDAV trainer (used by ``endo-depth train``; configuration: :mod:`training_config`).
 
 One training step, for a batch of clips of T frames with one extra neighbour frame on each side::
 
@@ -47,8 +47,17 @@ from torch import nn
 
 from endo_depth_model import geometry
 from endo_depth_model.config import to_dict
+from endo_depth_model.loading import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    META_FILE,
+    POSE_FILE,
+    LoadError,
+    load_checkpoint_weights,
+    load_pose_model,
+)
 from endo_depth_model.losses import SelfSupervisedLoss
-from endo_depth_model.train import TrainConfig
+from endo_depth_model.training_config import TrainConfig
 
 __all__ = [
     "TrainError",
@@ -62,11 +71,8 @@ __all__ = [
     "load_checkpoint_weights",
 ]
 
+# a checkpoint folder holds the files of endo_depth_model.loading (ADAPTER_FILE, ...) and, to resume, this
 STATE_FILE = "trainer_state.pt"
-ADAPTER_FILE = "adapter.safetensors"
-POSE_FILE = "pose_net.safetensors"
-META_FILE = "meta.json"
-CONFIG_FILE = "config.yaml"
 TRAIN_LOG = "train_log.csv"
 VAL_LOG = "val_log.csv"
 LOG_TERMS = ("loss", "photometric", "smoothness", "projection", "automask")
@@ -432,32 +438,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint_weights(depth_model: nn.Module, pose_net: nn.Module | None, folder: str | Path) -> dict:
-    """Load a training checkpoint's SSB adapter (and pose net) into already-built models.
-
-    ``depth_model`` must carry SSB adapters (:func:`endo_depth_model.ssb.apply_ssb`). Returns the
-    checkpoint's ``meta.json`` as a dict. Raises :class:`TrainError` naming the missing file.
-    """
-    from safetensors.torch import load_file
-
-    from endo_depth_model import ssb
-
-    folder = Path(folder)
-    for name in (ADAPTER_FILE, META_FILE) + ((POSE_FILE,) if pose_net is not None else ()):
-        if not (folder / name).is_file():
-            raise TrainError(f"checkpoint {folder}: missing {name}")
-    ssb.load_adapter(depth_model, folder / ADAPTER_FILE)
-    if pose_net is not None:
-        state = load_file(str(folder / POSE_FILE))
-        missing, unexpected = pose_net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise TrainError(
-                f"checkpoint {folder / POSE_FILE}: pose network keys differ (missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]})"
-            )
-    return json.loads((folder / META_FILE).read_text())
-
-
 # ---- the trainer ------------------------------------------------------------------------------------
 
 
@@ -573,7 +553,7 @@ class Trainer:
 
     def _build_models(self) -> None:
         from endo_depth_model import ssb
-        from endo_depth_model.checkpoint import CheckpointError, load_vda_weights, read_state_dict
+        from endo_depth_model.checkpoint import CheckpointError, load_vda_weights
         from endo_depth_model.models import build_vda
         from endo_depth_model.models.pose_net import PoseNet
         from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -597,14 +577,15 @@ class Trainer:
                 ssb.load_adapter(depth_model, cfg.model.adapter)
         except CheckpointError as exc:
             raise TrainError(f"cannot load model weights: {exc}") from exc
-        pose_net = PoseNet()
-        if cfg.model.pose_weights is not None:
+        if cfg.model.pose_weights is None:
+            pose_net = PoseNet()
+        else:
             path = Path(cfg.model.pose_weights)
             if not path.is_file():
                 raise TrainError(f"model.pose_weights not found: {path}")
-            try:  # read_state_dict also restores the shipped int8 pose weights to float32
-                pose_net.load_state_dict(read_state_dict(path))
-            except (RuntimeError, OSError, CheckpointError) as exc:
+            try:  # the shipped int8 pose weights are restored to float32
+                pose_net = load_pose_model(path, predict_intrinsics=False)
+            except (LoadError, RuntimeError, OSError) as exc:
                 raise TrainError(f"model.pose_weights {path}: not a pose network state ({exc})") from exc
         # base weights frozen; collect the SSB vectors of both groups for the optimiser
         for p in depth_model.parameters():
@@ -740,7 +721,10 @@ class Trainer:
         )
 
     def _load(self, folder: Path) -> None:
-        load_checkpoint_weights(self.module.depth_model, self.module.pose_net, folder)
+        try:
+            load_checkpoint_weights(self.module.depth_model, self.module.pose_net, folder)
+        except LoadError as exc:
+            raise TrainError(str(exc)) from exc
         try:
             state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - report any unreadable state file the same way

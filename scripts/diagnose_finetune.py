@@ -104,25 +104,16 @@ def main() -> int:
 
     import torch
 
-    from endo_depth_model.checkpoint import read_state_dict
     from endo_depth_model.data import open_sequences
     from endo_depth_model.evaluate import EvalConfig, _predict_sequence
-    from endo_depth_model.infer import load_depth_model
-    from endo_depth_model.models.pose_net import PoseNet
-    from endo_depth_model.pipeline import SHIPPED_MODEL_DIR
+    from endo_depth_model.loading import POSE_FILE, load_depth_model, load_pose_model, shipped_weights
 
-    weights = args.weights or (
-        None if args.checkpoint else str(SHIPPED_MODEL_DIR / "vitt_endodav.safetensors")
-    )
+    weights = args.weights or (None if args.checkpoint else str(shipped_weights("vitt")))
     bundle = load_depth_model("vitt", weights, None, args.checkpoint, args.device)
     pose_path = args.pose or (
-        str(Path(args.checkpoint) / "pose_net.safetensors")
-        if args.checkpoint
-        else str(SHIPPED_MODEL_DIR / "vitt_endodav_pose.safetensors")
+        str(Path(args.checkpoint) / POSE_FILE) if args.checkpoint else str(shipped_weights("vitt", pose=True))
     )
-    pose_net = PoseNet()
-    pose_net.load_state_dict(read_state_dict(pose_path))
-    pose_net.eval()
+    pose_net = load_pose_model(pose_path, predict_intrinsics=False)
     bundle.pose_net = None  # depth only below; the pose network is measured on its own
     run = argparse.Namespace(
         input_size=(224, 280),

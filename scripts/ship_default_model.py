@@ -24,7 +24,7 @@ def main() -> int:
     import torch
 
     from endo_depth_model.checkpoint import quantize_int8, read_state_dict, save_safetensors
-    from endo_depth_model.infer import load_depth_model
+    from endo_depth_model.loading import META_FILE, POSE_FILE, load_depth_model, shipped_weights
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base", type=Path, help="base VDA weights (stage 1)")
@@ -50,14 +50,14 @@ def main() -> int:
     if any(".lora_" in k or ".base_layer." in k for k in state):
         raise SystemExit("merge failed: adapter keys left in the state dict")
     meta = (
-        json.loads((args.checkpoint / "meta.json").read_text())
-        if args.checkpoint is not None and (args.checkpoint / "meta.json").is_file()
+        json.loads((args.checkpoint / META_FILE).read_text())
+        if args.checkpoint is not None and (args.checkpoint / META_FILE).is_file()
         else {}
     )
     args.out.mkdir(parents=True, exist_ok=True)
     path = save_safetensors(
         state,
-        args.out / f"{args.encoder}_endodav.safetensors",
+        args.out / shipped_weights(args.encoder).name,
         metadata={
             "config": args.encoder,
             "stage": args.stage,
@@ -70,7 +70,7 @@ def main() -> int:
     )
     n_values = sum(v.numel() for v in state.values())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n_values:,} values)")
-    pose_file = args.checkpoint / "pose_net.safetensors" if args.checkpoint is not None else None
+    pose_file = args.checkpoint / POSE_FILE if args.checkpoint is not None else None
     stage = "pose network of the same checkpoint"
     if args.pose is not None:
         pose_file, stage = args.pose, args.pose_stage or f"pose network from {args.pose.name}"
@@ -80,7 +80,7 @@ def main() -> int:
         # the pose network (12.5M parameters) fits the repository budget only as int8 weights
         pose = save_safetensors(
             quantize_int8(read_state_dict(pose_file)),
-            args.out / f"{args.encoder}_endodav_pose.safetensors",
+            args.out / shipped_weights(args.encoder, pose=True).name,
             metadata={"stage": stage, "storage": "int8 per-channel weights"},
         )
         print(f"wrote {pose} ({pose.stat().st_size / 2**20:.1f} MiB)")

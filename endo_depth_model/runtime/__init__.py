@@ -64,7 +64,9 @@ def available_backends(device: str = "cpu") -> dict[str, str | None]:
 
 
 def _graphs(model, encoder_onnx, head_onnx, input_hw, window, cache_dir, encoder_frames):
-    from endo_depth_model.export import ExportedGraphs, ExportError, ensure_graphs
+    from endo_depth_model.export import ensure_graphs  # exports the graphs on a cache miss
+
+    from .graphs import ExportedGraphs, ExportError
 
     if encoder_onnx or head_onnx:
         if not (encoder_onnx and head_onnx):

@@ -11,12 +11,12 @@ normalisation) and alignment stay outside the backend, as in Isaac ROS's dnn_inf
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # torch is imported where it is used: importing the package (and graphs.py) stays light
+    import torch
 
-from endo_depth_model.models import FrameFeatures, VDAConfig
+    from endo_depth_model.models import FrameFeatures, VDAConfig
 
 __all__ = ["Backend", "BackendError", "BackendUnavailable", "EngineError", "finish_output", "chunked"]
 
@@ -41,6 +41,8 @@ def finish_output(
     The same bilinear (``align_corners=True``) resize and ReLU as ``VideoDepthAnything.decode``.
     ``output_frames`` keeps only those frames (graph backends compute every frame of their fixed shape).
     """
+    import torch.nn.functional as F
+
     if output_frames is not None:
         raw = raw[:, output_frames]
     if image_hw is not None and tuple(raw.shape[-2:]) != tuple(image_hw):
@@ -56,6 +58,8 @@ def chunked(frames: torch.Tensor, size: int) -> list[tuple[torch.Tensor, int]]:
 
     Returns ``(chunk, valid_rows)`` pairs; fixed-shape graphs take any number of frames this way.
     """
+    import torch
+
     out = []
     for start in range(0, frames.shape[0], size):
         part = frames[start : start + size]
@@ -84,6 +88,8 @@ class Backend(ABC):
         input_hw: tuple[int, int] | None = None,
         window: int | None = None,
     ) -> None:
+        import torch
+
         self.config = config
         self.device = torch.device(device)
         self.input_hw = tuple(input_hw) if input_hw is not None else None
@@ -117,6 +123,8 @@ class Backend(ABC):
 
     # ---- shared checks --------------------------------------------------------------------------------
     def _check_frames(self, frames: Any) -> torch.Tensor:
+        import torch
+
         if not isinstance(frames, torch.Tensor) or frames.dim() != 5 or frames.shape[2] != 3:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise BackendError(f"{self.name}: expected frames (B, T, 3, H, W), got {shape}")

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from endo_depth_model.export import ExportError, check_pair, read_metadata
 from endo_depth_model.models import FrameFeatures, VDAConfig
 
 from .base import Backend, BackendError, BackendUnavailable, chunked, finish_output
+from .graphs import ExportError, check_pair, read_metadata
 
 __all__ = ["OnnxRuntimeBackend", "select_providers"]
 

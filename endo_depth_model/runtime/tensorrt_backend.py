@@ -30,17 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from endo_depth_model.export import (
-    ExportError,
-    GraphMetadata,
-    check_pair,
-    default_cache_dir,
-    graph_sha256,
-    read_metadata,
-)
 from endo_depth_model.models import FrameFeatures, VDAConfig
 
 from .base import Backend, BackendError, BackendUnavailable, EngineError, chunked, finish_output
+from .graphs import ExportError, GraphMetadata, check_pair, default_cache_dir, graph_sha256, read_metadata
 
 __all__ = [
     "PRECISIONS",
