@@ -8,7 +8,8 @@ EndoDAV's constants and writes, in ``OUT/<sequence>/``:
 * ``points/000000.ply``: optional coloured point clouds (every ``--pointcloud-every`` frames);
 * ``meta.json``: model, constants, units, per-pass alignment statistics and timing;
 
-and a colourised MP4 (input | depth side by side) beside the input, ``<input>_depth.mp4``.
+and a colourised MP4 (input | depth side by side), ``<input>_depth.mp4``: inside ``OUT`` when ``--out``
+is given (nothing is written outside it), else beside the input.
 """
 
 from __future__ import annotations
