@@ -379,22 +379,28 @@ def ensure_graphs(
     opset: int = DEFAULT_OPSET,
     progress: bool = False,
 ) -> ExportedGraphs:
-    """Graphs of ``model`` from the cache ``<cache_dir>/onnx/<fingerprint>/``, exported there when missing.
+    """Graphs of ``model`` from the cache, exported into ``<cache_dir>/onnx/<fingerprint>/`` when missing.
 
-    The directory is keyed by :func:`model_fingerprint`, so changed weights never reuse stale graphs.
+    Looked up first in ``<cache_dir>/onnx/<fingerprint>/`` (the node's own exports), then in
+    ``<cache_dir>`` itself, where ``endo-depth export --out <cache_dir>`` writes: a pair there is used
+    when its metadata carries this model's :func:`model_fingerprint`, so changed weights never reuse
+    stale graphs.
     """
     model = prepare_for_export(model)
     fingerprint = model_fingerprint(model)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     folder = root / "onnx" / fingerprint
     enc_name, head_name = graph_file_names(model.config.encoder, _check_hw(input_hw), window, encoder_frames)
-    graphs = ExportedGraphs(folder / enc_name, folder / head_name)
-    if graphs.encoder.is_file() and graphs.head.is_file():
-        try:
-            check_pair(*graphs.metadata())
-            return graphs
-        except ExportError:
-            pass  # a damaged or foreign file: export again
+    for where in (folder, root):
+        graphs = ExportedGraphs(where / enc_name, where / head_name)
+        if graphs.encoder.is_file() and graphs.head.is_file():
+            try:
+                enc, head = graphs.metadata()
+                check_pair(enc, head)
+                if enc.fingerprint == fingerprint:
+                    return graphs
+            except ExportError:
+                pass  # a damaged or foreign file: look further, export when nothing fits
     return export_model(model, folder, input_hw, window, encoder_frames, opset, progress)
 
 

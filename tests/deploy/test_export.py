@@ -136,6 +136,24 @@ def test_ensure_graphs_reuses_the_cache_keyed_by_weights(graphs, adapted_model, 
         ex.ensure_graphs(other, HW, WINDOW, tmp_path)
 
 
+def test_ensure_graphs_uses_what_endo_depth_export_wrote_into_the_cache_folder(
+    graphs, adapted_model, tmp_path, monkeypatch
+):
+    """``endo-depth export --out <engine_cache>`` writes the pair into the folder itself: the node's
+    lookup uses it when the fingerprint matches, and never for other weights."""
+    for path in (graphs.encoder, graphs.head):
+        shutil.copy(path, tmp_path / path.name)
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("graphs were exported again")
+
+    monkeypatch.setattr(ex, "export_model", no_export)
+    got = ex.ensure_graphs(adapted_model, HW, WINDOW, tmp_path)
+    assert got.encoder == tmp_path / graphs.encoder.name and got.head == tmp_path / graphs.head.name
+    with pytest.raises(AssertionError, match="exported again"):
+        ex.ensure_graphs(build_vda("vitt"), HW, WINDOW, tmp_path)  # same names, other weights
+
+
 def test_export_subcommand_is_registered():
     from endo_depth_model.cli import build_parser
 
