@@ -541,7 +541,7 @@ class Trainer:
             except DataError as exc:
                 raise TrainError(f"data.{split}: cannot open {src!r}: {exc}") from exc
         try:
-            return ClipDataset(
+            clips = ClipDataset(
                 sequences,
                 clip_len=d.clip_length,
                 size=(d.input_height, d.input_width),
@@ -550,6 +550,9 @@ class Trainer:
             )
         except DataError as exc:
             raise TrainError(f"data.{split}: {exc}") from exc
+        if self.info.is_main:  # what was found, before any time is spent on it
+            print(f"data.{split}: {_data_summary(sequences, len(clips), d)}", file=sys.stderr)
+        return clips
 
     def _build_models(self) -> None:
         from endo_depth_model import ssb
@@ -899,6 +902,12 @@ class Trainer:
             dynamic_ncols=True,
             file=sys.stderr,
         )
+        if self.step == 0 and self.val_clips is not None and len(self.val_clips):
+            # the base model's validation, to compare the fine-tuned checkpoints against
+            base = self.validate()
+            if self.info.is_main and base:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in base.items())
+                print(f"validation at step 0 (before training): {shown}", file=sys.stderr)
         self.module.train()
         for batch in self._loader(end):
             values = self.train_step(batch)
@@ -967,6 +976,18 @@ class Trainer:
         if self.best["value"] is None or value < self.best["value"]:
             self.best = {"metric": name, "value": value, "step": self.step}
             self._save("best", metrics, resumable=False)
+
+
+def _data_summary(sequences, n_clips: int, d) -> str:
+    """One line: sequences (names), frames, clips, size, and where each sequence's intrinsics came from."""
+    names = [s.name for s in sequences]
+    shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+    frames = sum(len(s) for s in sequences)
+    sources = sorted({str(s.meta.get("intrinsics", "from the data")) for s in sequences})
+    return (
+        f"{len(sequences)} sequence(s) [{shown}], {frames} frames -> {n_clips} clips of {d.clip_length} "
+        f"at {d.input_height}x{d.input_width}; intrinsics: {'; '.join(sources)}"
+    )
 
 
 def _median_scaled_abs_rel(pred: torch.Tensor, gt: torch.Tensor) -> float | None:

@@ -13,7 +13,8 @@ spec                                   opens
 ``scared-af:ROOT?split=FILE``          SCARED AF-SfMLearner layout with its split file (``gt_depths=``)
 ``hamlyn:ROOT?split=hamlyn_val``       Hamlyn rectified sequences (EndoDAV's 21 by default)
 ``rosbag:PATH?topic=/ns/image_raw``    rosbag2 directory (mcap or sqlite3) or .mcap/.db3 file
-``video:FILE.mp4`` / ``folder:DIR``    video file / image folder (``fov_deg=`` if no K is known)
+``video:FILE.mp4`` / ``folder:DIR``    video file / image folder; intrinsics ``K=fx,fy,cx,cy`` (pixels of
+                                       the frames), else ``fov_deg=`` (horizontal), else 90 deg assumed
 a plain path                           detected: video, rosbag, SCARED keyframe, AF keyframe, Hamlyn
                                        sequence, image folder, or a folder of such sequences
 =====================================  ==================================================================
@@ -126,6 +127,19 @@ def _children(path: Path, depth: int) -> list[Path]:
     return found
 
 
+def _intrinsics_option(text: str):
+    """``K=fx,fy,cx,cy`` of a source spec -> (3, 3) K; DataError when it is not four positive numbers."""
+    import numpy as np
+
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise DataError(f"K={text!r}: give the intrinsics as four numbers fx,fy,cx,cy (pixels)") from None
+    if not (fx > 0 and fy > 0 and np.isfinite([fx, fy, cx, cy]).all()):
+        raise DataError(f"K={text!r}: fx and fy must be positive and all four finite")
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
 def _open_path(path: Path, kind: str, options: dict) -> list[Sequence]:
     from .folder import open_folder
     from .hamlyn import open_hamlyn_sequence
@@ -134,8 +148,9 @@ def _open_path(path: Path, kind: str, options: dict) -> list[Sequence]:
     from .video import open_video
 
     fov = float(options["fov_deg"]) if "fov_deg" in options else 90.0
+    K = _intrinsics_option(options["K"]) if "K" in options else None
     if kind == "video":
-        return [open_video(path, fov_deg=fov)]
+        return [open_video(path, K=K, fov_deg=fov)]
     if kind == "rosbag":
         return [open_rosbag(path, image_topic=options.get("topic"))]
     if kind == "scared-keyframe":
@@ -153,7 +168,7 @@ def _open_path(path: Path, kind: str, options: dict) -> list[Sequence]:
     if kind == "hamlyn-sequence":
         return [open_hamlyn_sequence(path)]
     if kind == "folder":
-        return [open_folder(path, fov_deg=fov)]
+        return [open_folder(path, K=K, fov_deg=fov)]
     if kind == "collection":
         out = []
         for child in _children(path, depth=3):

@@ -7,6 +7,7 @@ import pytest
 
 from endo_depth_model.cli import main
 from endo_depth_model.data import (
+    DataError,
     MissingFileError,
     UnknownLayoutError,
     detect_layout,
@@ -45,6 +46,20 @@ def test_detects_each_layout(tmp_path, synth_frames):
     frames = list(open_source(tmp_path / "bag"))
     np.testing.assert_array_equal(frames[1].depth, synth_frames[1].depth)
     assert len(list(open_source(f"rosbag:{tmp_path / 'bag'}?topic=/endoscope/image_raw"))) == 2
+
+
+def test_a_video_gets_its_intrinsics_as_numbers_or_a_field_of_view(tmp_path, synth_frames):
+    write_video((f.rgb for f in synth_frames[:2]), tmp_path / "clip.mp4", fps=30)
+    clip = tmp_path / "clip.mp4"
+    given = open_sequences(f"video:{clip}?K=500,510,60.5,40.5")[0]
+    np.testing.assert_allclose(given[0].K, [[500, 0, 60.5], [0, 510, 40.5], [0, 0, 1]])
+    w = given[0].rgb.shape[1]
+    fov = open_sequences(f"video:{clip}?fov_deg=60")[0][0].K
+    assert fov[0, 0] == pytest.approx(w / 2 / np.tan(np.radians(30)))
+    default = open_sequences(clip)[0][0].K
+    assert default[0, 0] == pytest.approx(w / 2)  # 90 deg assumed
+    with pytest.raises(DataError, match="four numbers fx,fy,cx,cy"):
+        open_sequences(f"video:{clip}?K=500,510")
 
 
 def test_unknown_and_missing_paths_are_named(tmp_path):

@@ -100,6 +100,11 @@ def test_cli_trains_on_a_rosbag_recording(tmp_path, capsys):
         torch.backends.mkldnn.enabled = enabled
     err = capsys.readouterr().err
     assert "Training summary" in err and "best val abs_rel" in err
+    # what the data was, before training: sequences, frames, clips and where the intrinsics came from
+    assert "data.train: 1 sequence(s)" in err and "6 frames" in err and "data.val: 1 sequence(s)" in err
+    assert "intrinsics:" in err
+    # the base model's validation at step 0, to compare the fine-tuned checkpoints against
+    assert "validation at step 0 (before training):" in err and "abs_rel" in err.split("step 0")[1]
     run = tmp_path / "run"
     with (run / "train_log.csv").open() as fh:
         rows = list(csv.DictReader(fh))
