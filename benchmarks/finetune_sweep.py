@@ -1,7 +1,7 @@
 """Benchmark: the shipped model's whole recipe, with variants of its fine-tuning stage, on one machine.
 
 Renders the data, trains stage 1 (supervised source-domain depth and pose, ``endo-depth pretrain``),
-then several stage-2 variants of ``configs/train_synthetic.yaml`` side by side (``endo-depth train``),
+then several stage-2 variants of ``recipes/train_synthetic.yaml`` side by side (``endo-depth train``),
 and measures each against the base on the held-out target sequences (``endo-depth eval``, both
 protocols) and with ``scripts/diagnose_finetune.py`` (pose errors, scale agreement of the pair). Meant
 for a GPU machine, where the whole sweep takes minutes; on a 2-core CPU one variant takes about 10.
@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# name -> overrides of configs/train_synthetic.yaml (dotted keys). "warm_pose" first trains the pose
+# name -> overrides of recipes/train_synthetic.yaml (dotted keys). "warm_pose" first trains the pose
 # network alone (SSB learning rate ~0, so the depth network stays the base) and then runs the recipe
 # from that pose network.
 VARIANTS: dict[str, dict] = {
@@ -122,7 +122,7 @@ def render(work: Path, frames: dict, jobs: int) -> None:
 
 
 def variant_config(work: Path, name: str, overrides: dict, quick: bool) -> Path:
-    base = yaml.safe_load((ROOT / "configs/train_synthetic.yaml").read_text())
+    base = yaml.safe_load((ROOT / "recipes/train_synthetic.yaml").read_text())
     base["output_dir"] = str(work / "runs" / name)
     base["data"]["train"] = [str(work / f"ft_data/target_s{s}/frames") for s in (11, 12, 13, 14)]
     base["data"]["val"] = [str(work / "ft_data/val_s21/frames")]

@@ -1,6 +1,6 @@
 """``endo-depth train``: the command line of self-supervised fine-tuning.
 
-The configuration is a tree of dataclasses loaded from YAML (see ``configs/train_*.yaml``), defined in
+The configuration is a tree of dataclasses loaded from YAML (see ``recipes/train_*.yaml``), defined in
 :mod:`endo_depth_model.training_config` and re-exported here; the trainer itself lives in
 :mod:`endo_depth_model.trainer` and is imported only when the command runs, so that building the
 ``endo-depth`` parser stays light.
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
         description="Fine-tune Video Depth Anything with SSB adapters on endoscopy video without ground "
         "truth (EndoDAV). Run under torchrun for several GPUs or nodes.",
     )
-    p.add_argument("--config", required=True, type=Path, help="training YAML (see configs/train_*.yaml)")
+    p.add_argument("--config", required=True, type=Path, help="training YAML (see recipes/train_*.yaml)")
     p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
     p.add_argument("--steps", type=int, help="override schedule.steps")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")

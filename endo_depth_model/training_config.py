@@ -1,6 +1,6 @@
 """The typed training configuration of ``endo-depth train``: a tree of dataclasses loaded from YAML.
 
-See ``configs/train_*.yaml``. The trainer (:mod:`endo_depth_model.trainer`) and the command line
+See ``recipes/train_*.yaml``. The trainer (:mod:`endo_depth_model.trainer`) and the command line
 (:mod:`endo_depth_model.train`) both read it.
 """
 

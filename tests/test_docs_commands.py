@@ -62,5 +62,5 @@ def test_documented_command_parses(page, command, capsys):
         )
     assert getattr(args, "func", None) is not None
     for value in vars(args).values():
-        if isinstance(value, (str, Path)) and str(value).startswith("configs/"):
+        if isinstance(value, (str, Path)) and str(value).startswith("recipes/"):
             assert (ROOT / str(value)).is_file(), f"{page}: {value} does not exist"

@@ -16,7 +16,14 @@ from endo_depth_model.train import ScheduleConfig, TrainConfig, load_train_confi
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("train_*.yaml")), ids=lambda p: p.name)
+def test_training_recipes_live_in_recipes_and_the_old_configs_path_still_works():
+    recipes = sorted(p.name for p in (ROOT / "recipes").glob("train_*.yaml"))
+    assert "train_synthetic.yaml" in recipes and "train_rosbag.yaml" in recipes
+    assert sorted(p.name for p in (ROOT / "configs").glob("train_*.yaml")) == recipes  # the old name
+    assert (ROOT / "configs").resolve() == (ROOT / "recipes").resolve()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("train_*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cfg = load_train_config(path)
     assert isinstance(cfg, TrainConfig) and cfg.data.train
