@@ -501,3 +501,48 @@ def test_the_shipped_params_file_is_in_effect(weights):
         peer.close()
     assert rc == 0, node.output
     assert values == {**shipped, **after}
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.0])
+def test_a_scope_held_still_gives_a_still_pose_over_dds(ratio):
+    """The shipped networks, a scope held still (one rendered view with sensor noise and something
+    moving in front of it): with the zero-motion test (default static_ratio 0.7) every published pose
+    stays at the identity and the steps are counted; without it (0) the pose network drifts."""
+    from endo_depth_model.pretrain import render_sequence
+
+    seq = render_sequence("target", 32, 1, 112, 140)
+    base = seq["rgb"][0]
+    K_still = seq["K"]
+    fx_fy_cx_cy = [K_still[0, 0], K_still[1, 1], K_still[0, 2], K_still[1, 2]]
+    params = {
+        "queue_size": 100,
+        "queue_policy": "drop_newest",
+        "static_ratio": ratio,
+        "intrinsics": fx_fy_cx_cy,
+    }
+    node = NodeProcess({**SMALL, "input_height": 112, "input_width": 140, "qos": "reliable", **params})
+    peer = Peer()
+    for topic in ("/test/depth/image", "/test/pose", "/diagnostics"):
+        peer.subscribe({"/diagnostics": DiagnosticArray, "/test/pose": PoseStamped}.get(topic, Image), topic)
+    pub_img = peer.publisher(Image, "/test/image")
+    rng = np.random.default_rng(0)
+    try:
+        assert peer.wait_for(lambda: pub_img.get_subscription_count() > 0 or node.proc.poll() is not None, 60)
+        for i in range(12):
+            img = base.astype(np.int16) + rng.integers(-3, 4, base.shape)
+            img[40:60, 20 + 4 * i : 40 + 4 * i] = 200  # an instrument moving in front of the still scope
+            pub_img.publish(_image(np.clip(img, 0, 255).astype(np.uint8), i))
+            time.sleep(0.1)
+        assert peer.wait_for(lambda: len(peer.received["/test/pose"]) >= 12, 60), node.output
+        assert peer.wait_for(lambda: int(_diag(peer).get("static_frames", -1)) >= 0, 10)
+        time.sleep(1.2)  # the next diagnostics message has every frame's count
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    travel = max(np.linalg.norm(conv.pose_to_matrix(p.pose)[:3, 3]) for p in peer.received["/test/pose"])
+    static = int(_diag(peer)["static_frames"])
+    if ratio > 0:
+        assert travel == 0.0 and static == 11  # every step after the first frame
+    else:
+        assert travel > 0 and static == 0
