@@ -118,10 +118,15 @@ def test_export_rejects_bad_arguments(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_ensure_graphs_reuses_the_cache_keyed_by_weights(graphs, adapted_model, tmp_path, monkeypatch):
-    fingerprint = graphs.metadata()[0].fingerprint
-    folder = tmp_path / "onnx" / fingerprint
-    folder.mkdir(parents=True)
+@pytest.mark.parametrize("where", ["onnx/<fingerprint>", "cache folder"])
+def test_ensure_graphs_reuses_cached_graphs_of_the_same_weights_only(
+    where, graphs, adapted_model, tmp_path, monkeypatch
+):
+    """The node's own exports (``<cache>/onnx/<fingerprint>/``) and what ``endo-depth export --out
+    <cache>`` wrote into the folder itself are both used when the fingerprint matches, never for other
+    weights (same file names)."""
+    folder = tmp_path / "onnx" / graphs.metadata()[0].fingerprint if where != "cache folder" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
     for path in (graphs.encoder, graphs.head):
         shutil.copy(path, folder / path.name)
 
@@ -134,24 +139,6 @@ def test_ensure_graphs_reuses_the_cache_keyed_by_weights(graphs, adapted_model, 
     other = build_vda("vitt")  # other weights -> other fingerprint -> would export
     with pytest.raises(AssertionError, match="exported again"):
         ex.ensure_graphs(other, HW, WINDOW, tmp_path)
-
-
-def test_ensure_graphs_uses_what_endo_depth_export_wrote_into_the_cache_folder(
-    graphs, adapted_model, tmp_path, monkeypatch
-):
-    """``endo-depth export --out <engine_cache>`` writes the pair into the folder itself: the node's
-    lookup uses it when the fingerprint matches, and never for other weights."""
-    for path in (graphs.encoder, graphs.head):
-        shutil.copy(path, tmp_path / path.name)
-
-    def no_export(*args, **kwargs):
-        raise AssertionError("graphs were exported again")
-
-    monkeypatch.setattr(ex, "export_model", no_export)
-    got = ex.ensure_graphs(adapted_model, HW, WINDOW, tmp_path)
-    assert got.encoder == tmp_path / graphs.encoder.name and got.head == tmp_path / graphs.head.name
-    with pytest.raises(AssertionError, match="exported again"):
-        ex.ensure_graphs(build_vda("vitt"), HW, WINDOW, tmp_path)  # same names, other weights
 
 
 def test_export_subcommand_is_registered():
