@@ -4,7 +4,7 @@ is either executed here, verbatim, or carries a marker saying why not and what c
 Markers, on the line before the block:
 
 * ``<!-- docs-test: run -->``: the block runs in a scratch directory that sees the repository's files
-  (configs, scripts, shipped weights) but writes its own ``runs/``; all run-blocks of one page run in
+  (recipes, scripts, shipped weights) but writes its own ``runs/``; all run-blocks of one page run in
   order in one ``bash -euo pipefail`` shell, with ``endo-depth`` and ``.venv/bin/python`` from this
   checkout. Every path a block announces with ``# -> path`` must exist afterwards.
 * ``<!-- docs-test: skip: <reason> -->``: GPU-only, needs a dataset or a ROS install, runs forever, or
@@ -26,7 +26,17 @@ from tests.test_docs_commands import PAGES, ROOT  # the pages whose commands mus
 BLOCK = re.compile(r"(?:^|\n)(?P<before>[^\n]*)\n```bash\n(?P<body>.*?)```", re.S)
 MARKER = re.compile(r"<!-- docs-test: (?P<kind>run|skip: (?P<reason>.+?)) -->")
 # what the scratch directory sees of the repository (everything else, e.g. runs/, stays out)
-SHARED = ("configs", "scripts", "endo_depth_model", "endo_depth_ros", "launch", "config", "msg", ".venv")
+SHARED = (
+    "recipes",
+    "configs",
+    "scripts",
+    "endo_depth_model",
+    "endo_depth_ros",
+    "launch",
+    "config",
+    "msg",
+    ".venv",
+)
 
 
 def _blocks(page: Path) -> list[tuple[str, str | None, str]]:
