@@ -70,6 +70,10 @@ class PretrainConfig:
     pose_batch: int = 4
     pose_lr: float = 3e-4
     pose_init: str = ""  #: start the pose network from these weights (e.g. the shipped pose network)
+    #: > 0: every N steps, per-frame median-scaled AbsRel on validation sequences (kinds ``val_kinds``,
+    #: seeds of their own, never the benchmarks'); the best step's weights go to ``<model>_best.safetensors``
+    eval_every: int = 0
+    val_kinds: str = "target,lap"
     device: str = "auto"  # auto (CUDA when available), cpu, cuda[:N]
 
 
@@ -418,6 +422,57 @@ def _save_state(path: Path, model, opt, sched, step: int, rng: np.random.Generat
     tmp.replace(path)
 
 
+#: validation seeds of each kind: not training's (first_seed + offset + i) and not the held-out
+#: benchmark's (tube 31-33, lap 9001-9003, lap_unseen 9101-9103)
+_VAL_SEED = {"source": 7001, "target": 7002, "colon": 7003, "lap": 7004}
+
+
+def validation_sequences(cfg: PretrainConfig, frames: int = 8) -> list[dict]:
+    """One short sequence per kind of ``cfg.val_kinds`` at the network size, cached in ``out/data``."""
+    cache = Path(cfg.out) / "data"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for kind in (k.strip() for k in cfg.val_kinds.split(",") if k.strip()):
+        if kind not in _VAL_SEED:
+            raise ValueError(f"val_kinds: unknown kind {kind!r}; known: {', '.join(_VAL_SEED)}")
+        path = cache / f"val_{kind}_{_VAL_SEED[kind]}_{frames}_{cfg.input_height}x{cfg.input_width}.npz"
+        if not path.is_file():
+            data = render_sequence(kind, _VAL_SEED[kind], frames, cfg.input_height, cfg.input_width)
+            np.savez_compressed(path, rgb=data["rgb"], depth=data["depth"])
+        with np.load(path) as f:
+            out.append({"kind": kind, "rgb": f["rgb"], "depth": f["depth"]})
+    return out
+
+
+def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, float]:
+    """Per-frame (T = 1) median-scaled AbsRel of each validation sequence, through the fixed
+    disparity-to-depth conversion (as the node outputs depth), over pixels with ground truth."""
+    import torch
+
+    from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, disparity_to_depth
+
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
+    was_training = model.training
+    model.eval()
+    scores = {}
+    with torch.inference_mode():
+        for seq in val:
+            errs = []
+            for rgb, gt in zip(seq["rgb"], seq["depth"], strict=True):
+                x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div(255.0)[None, None]
+                disp = model((x - mean) / std)[0, 0].float().clamp_min(0).cpu().numpy()
+                pred = disparity_to_depth(disp, cfg.min_depth, cfg.max_depth)
+                ok = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
+                if ok.sum() < 10:
+                    continue
+                p = pred[ok] * np.median(gt[ok]) / np.median(pred[ok])
+                errs.append(float(np.mean(np.abs(p - gt[ok]) / gt[ok])))
+            scores[seq["kind"]] = float(np.mean(errs)) if errs else float("nan")
+    model.train(was_training)
+    return scores
+
+
 def _sample_clip(cfg: PretrainConfig, seqs: list[dict], rng: np.random.Generator):
     """One training clip: indices into a random sequence (stride 1-2, random direction) and a flip."""
     seq = seqs[rng.integers(len(seqs))]
@@ -505,6 +560,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     t0 = time.time()
     last_save = time.time()
     weights_path = out / f"{cfg.model}_pretrained.safetensors"
+    val = validation_sequences(cfg) if cfg.eval_every > 0 else []
+    best_val = float("inf")
     bar = tqdm(
         range(first_step, cfg.steps), desc="pretrain", unit="step", initial=first_step, total=cfg.steps
     )
@@ -553,6 +610,23 @@ def pretrain(cfg: PretrainConfig) -> Path:
         pause = (cfg.stop_at > 0 and step + 1 >= cfg.stop_at) or (
             cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
         )
+        if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or done):
+            scores = validate(model, cfg, val, device)
+            mean_score = float(np.nanmean(list(scores.values())))
+            log[-1]["val_abs_rel"] = scores
+            if mean_score < best_val:  # the run's best so far (a resumed run starts its own record)
+                best_val = mean_score
+                save_safetensors(
+                    model,
+                    out / f"{cfg.model}_best.safetensors",
+                    metadata={"config": cfg.model, "stage": "supervised-pretraining", "step": str(step + 1),
+                              "val_abs_rel": json.dumps(scores)},
+                )  # fmt: skip
+            bar.write(
+                f"step {step + 1}: validation AbsRel "
+                + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                + f" (best mean {best_val:.3f})"
+            )
         if (step + 1) % 100 == 0 or done:
             save_safetensors(
                 model,

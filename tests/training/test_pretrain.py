@@ -160,3 +160,29 @@ def test_pose_pretraining_can_start_from_the_shipped_pose_network(tmp_path):
     near = (out["init"][key] - shipped[key]).abs().max()
     far = (out["scratch"][key] - shipped[key]).abs().max()
     assert 0 < near < 0.01 * far  # fine-tuned from the shipped weights, and moved by training
+
+
+def test_validation_during_pretraining_keeps_the_best_step(tmp_path):
+    from safetensors import safe_open
+
+    torch.set_num_threads(1)
+    cfg = PretrainConfig(
+        out=str(tmp_path / "run"), mix="lap:1", frames=4, input_height=42, input_width=56, clip=2, steps=3,
+        lr=1e-3, schedule="cosine", device="cpu", eval_every=1, val_kinds="target,lap",
+    )  # fmt: skip
+    pretrain(cfg)
+    log = json.loads((tmp_path / "run/pretrain_log.json").read_text())["log"]
+    scores = [r["val_abs_rel"] for r in log]
+    assert len(scores) == 3 and all(set(s) == {"target", "lap"} for s in scores)
+    assert all(0 < v < 10 for s in scores for v in s.values())
+    means = [np.mean(list(s.values())) for s in scores]
+    with safe_open(tmp_path / "run/vitt_best.safetensors", "pt") as f:
+        meta = f.metadata()
+    assert int(meta["step"]) == 1 + int(np.argmin(means))
+    assert json.loads(meta["val_abs_rel"]) == scores[int(np.argmin(means))]
+    # the validation seeds are neither training's nor the benchmarks'
+    names = sorted(p.name for p in (tmp_path / "run/data").glob("val_*"))
+    assert names == ["val_lap_7004_8_42x56.npz", "val_target_7002_8_42x56.npz"]
+    with pytest.raises(ValueError, match="unknown kind"):
+        pretrain(PretrainConfig(out=str(tmp_path / "bad"), mix="lap:1", frames=4, input_height=42,
+                                input_width=56, steps=1, eval_every=1, val_kinds="abdomen"))  # fmt: skip
