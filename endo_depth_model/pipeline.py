@@ -79,9 +79,9 @@ class PipelineConfig:
     # (the pose holds across the cut) and restart the kinematic scale
     scene_cuts: bool = True
     # zero-motion test (endo_depth_model.odometry.zero_motion_errors, needs the intrinsics): when the
-    # previous frame unmoved explains the current one clearly better than the predicted motion does at
-    # any of ZERO_MOTION_SCALES (median photometric error unmoved <= static_ratio x moved), the step is
-    # the identity: a scope held still stays still while tissue and instruments move. 0 turns it off
+    # previous frame unmoved explains the current one clearly better than the previous frame warped by
+    # the predicted motion (median photometric error unmoved <= static_ratio x moved), the step is the
+    # identity: a scope held still stays still while tissue and instruments move. 0 turns it off
     static_ratio: float = 0.7
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
@@ -220,10 +220,6 @@ def load_pose_model(cfg: PipelineConfig):
     if torch.device(cfg.device).type == "cpu":
         net.to(memory_format=torch.channels_last)  # ResNet convolutions: 28 -> 24 ms fp32, 14.5 ms bf16
     return net
-
-
-#: the zero-motion test weighs the predicted motion at these sizes (see odometry.zero_motion_errors)
-ZERO_MOTION_SCALES = (0.1, 0.3, 1.0, 3.0)
 
 
 class DepthPipeline:
