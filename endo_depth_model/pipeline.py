@@ -157,6 +157,11 @@ class FrameDepth:
     K: np.ndarray | None = None
     T_prev_cur: np.ndarray | None = None
 
+    @property
+    def relative_depth(self) -> np.ndarray:
+        """``depth`` without the metric scale: the relative unit of the pose network's translation."""
+        return self.depth / max(self.scale.scale, 1e-12)
+
 
 @dataclass
 class FrameMotion:
@@ -382,8 +387,7 @@ class DepthPipeline:
         prev, cur = self._pose_pair
         h, w = cur.shape[-2:]
         H, W = last.depth.shape
-        rel = last.depth / max(last.scale.scale, 1e-12)  # the relative unit of the pose's translation
-        depth = cv2.resize(rel, (w, h), interpolation=cv2.INTER_NEAREST)
+        depth = cv2.resize(last.relative_depth, (w, h), interpolation=cv2.INTER_NEAREST)
         e_still, e_moved = zero_motion_errors(
             prev.cpu(), cur.cpu(), depth, scale_intrinsics(K, w / W, h / H), step
         )
@@ -474,7 +478,7 @@ class DepthPipeline:
             self._last_K = K
         for fd in frames:
             fd.K, fd.T_prev_cur, fd.prev_depth = K, self._steps.pop(fd.index, None), self._prev_rel
-            self._prev_rel = fd.depth / max(fd.scale.scale, 1e-12)
+            self._prev_rel = fd.relative_depth
         for i in [i for i in self._steps if i < (frames[-1].index if frames else -1)]:
             del self._steps[i]
 
@@ -486,8 +490,7 @@ class DepthPipeline:
         residual = float(getattr(fd.align, "residual", float("nan")))
         if getattr(fd.align, "reanchored", False):
             residual = float("nan")  # the first snippet of an anchor was fitted to nothing
-        rel = fd.depth / max(fd.scale.scale, 1e-12)
-        return confidence_map(rel, rgb, fd.prev_depth, fd.K, fd.T_prev_cur, residual)
+        return confidence_map(fd.relative_depth, rgb, fd.prev_depth, fd.K, fd.T_prev_cur, residual)
 
     def _finalise(self, results) -> list[FrameDepth]:
         self.stats.head_passes = self.stream.head_passes
