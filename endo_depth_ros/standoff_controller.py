@@ -237,6 +237,13 @@ class Decision:
     reason: str = ""  # why the mode is implausible
 
 
+def _float_image(msg, what: str) -> np.ndarray:
+    """A 32FC1 ``sensor_msgs/Image`` (depth or confidence) -> (H, W) float32; ValueError otherwise."""
+    if msg.encoding != "32FC1":
+        raise ValueError(f"{what} encoding {msg.encoding!r} is not 32FC1")
+    return image_to_numpy(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
+
+
 def window_depth(depth: np.ndarray, cfg: ControllerConfig, confidence: np.ndarray | None = None) -> float:
     """Median depth (m or relative) in the central window; NaN when too few pixels are valid. With a
     ``confidence`` map of the same size, pixels below ``min_confidence`` are not valid."""
@@ -352,11 +359,7 @@ class StandoffController(Node):
     def _on_confidence(self, msg: Image) -> None:
         """depth/confidence, kept by stamp for the depth image of the same stamp (the node sends it first)."""
         try:
-            if msg.encoding != "32FC1":
-                raise ValueError(f"confidence encoding {msg.encoding!r} is not 32FC1")
-            c = image_to_numpy(
-                msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
-            )
+            c = _float_image(msg, "confidence")
         except Exception as exc:  # noqa: BLE001 - bad input is counted, never fatal
             self.bad_depth += 1
             self.get_logger().warning(f"bad confidence image: {exc}", throttle_duration_sec=2.0)
@@ -397,11 +400,7 @@ class StandoffController(Node):
         self.depth_received += 1
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         try:
-            if msg.encoding != "32FC1":
-                raise ValueError(f"depth encoding {msg.encoding!r} is not 32FC1")
-            depth = image_to_numpy(
-                msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
-            )
+            depth = _float_image(msg, "depth")
             confidence = self._confidence_at(stamp_ns)
             self.depth_with_confidence += confidence is not None
             depth_m = window_depth(depth, self.cfg, confidence)
