@@ -108,19 +108,14 @@ def make_engine(
     from endo_depth_model.preprocess import Preprocessor
     from endo_depth_model.streaming import StreamingDepth
 
+    preprocess = Preprocessor(input_hw=tuple(input_hw))
     if causal:
         from endo_depth_model.causal import CausalDepth
 
-        return CausalDepth(
-            bundle.model,
-            Preprocessor(input_hw=tuple(input_hw)),
-            depth_fn=depth_fn,
-            fit=causal_fit,
-            device=device,
-        )
+        return CausalDepth(bundle.model, preprocess, depth_fn=depth_fn, fit=causal_fit, device=device)
     return StreamingDepth(
         bundle.model,
-        Preprocessor(input_hw=tuple(input_hw)),
+        preprocess,
         window=window,
         overlap=overlap,
         stride=stride,

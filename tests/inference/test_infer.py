@@ -15,6 +15,17 @@ from endo_depth_model.infer import InferError, load_depth_model, source_path, wr
 N, H, W = 14, 28, 42
 
 
+def _frame_folder(tmp_path, frames) -> Path:
+    """``frames`` written as numbered PNGs into ``tmp_path/imgs`` (an image-folder source)."""
+    from endo_depth_model.data.sequence import write_rgb
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        write_rgb(folder / f"{i:04d}.png", f)
+    return folder
+
+
 def _frames(n=N):
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:H, 0:W]
@@ -75,12 +86,8 @@ def test_infer_mp4_writes_all_outputs(tmp_path, vitt_weights, capsys):
 
 def test_infer_image_folder_no_video(tmp_path, vitt_weights):
     from endo_depth_model.cli import main
-    from endo_depth_model.data.sequence import write_rgb
 
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i, f in enumerate(_frames(9)):
-        write_rgb(folder / f"{i:04d}.png", f)
+    folder = _frame_folder(tmp_path, _frames(9))
     out = tmp_path / "o"
     argv = [
         "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights),
@@ -251,14 +258,10 @@ def test_a_checkpoint_without_weights_uses_the_base_it_was_trained_on(tmp_path, 
 
 def test_infer_per_frame_runs_each_frame_alone(tmp_path, vitt_weights):
     from endo_depth_model.cli import main
-    from endo_depth_model.data.sequence import write_rgb
     from endo_depth_model.preprocess import Preprocessor
 
-    folder = tmp_path / "imgs"
-    folder.mkdir()
     frames = _frames(6)
-    for i, f in enumerate(frames):
-        write_rgb(folder / f"{i:04d}.png", f)
+    folder = _frame_folder(tmp_path, frames)
     out = tmp_path / "o"
     argv = [
         "infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights), "--input-size", "28", "42",
@@ -324,7 +327,6 @@ def test_metric_weights_are_recognised_and_not_converted_as_disparity(tmp_path, 
 
     from endo_depth_model.checkpoint import read_state_dict, save_safetensors
     from endo_depth_model.cli import main
-    from endo_depth_model.data.sequence import write_rgb
     from endo_depth_model.infer import weights_are_metric
     from endo_depth_model.preprocess import Preprocessor
 
@@ -335,11 +337,8 @@ def test_metric_weights_are_recognised_and_not_converted_as_disparity(tmp_path, 
     assert weights_are_metric(named) and weights_are_metric(tagged) and not weights_are_metric(vitt_weights)
     bundle = load_depth_model("vitt", tagged)
     assert bundle.model.config.metric and "metric depth" in bundle.description
-    folder = tmp_path / "imgs"
-    folder.mkdir()
     frames = _frames(3)
-    for i, f in enumerate(frames):
-        write_rgb(folder / f"{i:04d}.png", f)
+    folder = _frame_folder(tmp_path, frames)
     out = tmp_path / "o"
     argv = ["infer", str(folder), "--encoder", "vitt", "--weights", str(tagged), "--input-size", "28", "42",
             "--device", "cpu", "--out", str(out), "--no-video", "--no-png", "--per-frame",
@@ -356,14 +355,10 @@ def test_metric_weights_are_recognised_and_not_converted_as_disparity(tmp_path, 
 def test_infer_and_eval_run_the_causal_engine(tmp_path, vitt_weights):
     from endo_depth_model.causal import CausalDepth
     from endo_depth_model.cli import main
-    from endo_depth_model.data.sequence import write_rgb
     from endo_depth_model.preprocess import Preprocessor, disparity_to_depth
 
-    folder = tmp_path / "imgs"
-    folder.mkdir()
     frames = _frames(5)
-    for i, f in enumerate(frames):
-        write_rgb(folder / f"{i:04d}.png", f)
+    folder = _frame_folder(tmp_path, frames)
     out = tmp_path / "o"
     argv = ["infer", str(folder), "--encoder", "vitt", "--weights", str(vitt_weights),
             "--input-size", "28", "42", "--device", "cpu", "--out", str(out), "--no-video", "--no-png",
