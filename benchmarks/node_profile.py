@@ -57,10 +57,16 @@ def head_costs(precision: str) -> dict:
     return out
 
 
-def pipeline_split(precision: str, frames: int = 40, warmup: int = 20) -> dict:
+def pipeline_split(precision: str, frames: int = 40, warmup: int = 20, frame_hw=(224, 280)) -> dict:
+    """``frame_hw``: the camera's frame size; frames rendered at 224x280 are resized to it (a camera of
+    that resolution; the network input stays 224x280)."""
+    import cv2
+
     pipe = DepthPipeline(PipelineConfig(precision=precision))
     sim = EndoscopySimulator(preset("target", seed=5, n_frames=frames + warmup, height=224, width=280))
     rgbs = [f.rgb for f in sim]
+    if tuple(frame_hw) != (224, 280):
+        rgbs = [cv2.resize(x, (frame_hw[1], frame_hw[0]), interpolation=cv2.INTER_LINEAR) for x in rgbs]
     for i, rgb in enumerate(rgbs[:warmup]):
         pipe.push(rgb, i)
     prof = cProfile.Profile()
@@ -87,12 +93,18 @@ def pipeline_split(precision: str, frames: int = 40, warmup: int = 20) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    ap.add_argument("--frame-size", type=int, nargs=2, default=(224, 280), metavar=("H", "W"))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     precision = resolve_precision(args.precision, "cpu")
     out = args.out or f"benchmarks/results/node_profile_{precision}.json"
     torch.set_num_threads(1)
-    result = {"precision": precision, "head": head_costs(precision), "pipeline": pipeline_split(precision)}
+    result = {
+        "precision": precision,
+        "frame_hw": list(args.frame_size),
+        "head": head_costs(precision),
+        "pipeline": pipeline_split(precision, frame_hw=args.frame_size),
+    }
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()}
     for section in ("head", "pipeline"):
         for k, v in result[section].items():
