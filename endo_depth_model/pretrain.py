@@ -53,6 +53,11 @@ class PretrainConfig:
     #: median scaling in log space. Near-zero disparity where the truth is not far costs without bound,
     #: which the linear terms let pass.
     log_weight: float = 0.0
+    #: scale-invariant L1 on log *depth* after the fixed disparity-to-depth conversion (each frame's
+    #: log-depth residual minus its median): the per-frame evaluation itself (median scaling of depth),
+    #: in log space. Unlike the disparity terms it sees the conversion's shift (``1/max_depth``), so a
+    #: disparity that is right up to a shift but wrong at its zero still costs.
+    depth_log_weight: float = 0.0
     #: strength of the illumination augmentation (0: off): a smooth random gain field (an off-centre spot
     #: with random width and fall-off, low-frequency shading), gamma, exposure and white balance, the same
     #: for every frame of a clip (a light fixed to the scope). Teaches that dark is not necessarily far.
@@ -162,6 +167,23 @@ def log_scale_loss(pred, target, valid, eps: float = 0.02):
     lp = torch.log((p / pm).clamp_min(0) + eps)
     lt = torch.log((t / tm).clamp_min(0) + eps)
     return ((lp - lt).abs() * v).sum() / v.sum().clamp_min(1)
+
+
+def depth_log_loss(pred, target_depth, valid, min_depth: float, max_depth: float):
+    """Mean over valid pixels of ``|r - median(r)|`` with ``r = log(disparity_to_depth(pred)) - log(depth)``
+    per frame: zero exactly when the converted prediction equals the true depth up to one scale factor,
+    which is what per-frame median-scaled AbsRel measures. ``pred`` (N, H, W) disparity,
+    ``target_depth`` (N, H, W) depth (finite where ``valid``), ``valid`` (N, H, W) bool."""
+    import torch
+
+    from endo_depth_model.preprocess import disparity_to_depth
+
+    n = pred.shape[0]
+    d = disparity_to_depth(pred.clamp_min(0), min_depth, max_depth)
+    r = torch.log(d) - torch.log(target_depth.clamp_min(min_depth))
+    r, v = r.reshape(n, -1), valid.reshape(n, -1)
+    med = torch.where(v, r, torch.nan).nanmedian(dim=1, keepdim=True).values.nan_to_num(0.0)
+    return ((r - med).abs() * v).sum() / v.sum().clamp_min(1)
 
 
 def illumination_gain(rng: np.random.Generator, height: int, width: int, strength: float) -> dict:
@@ -588,6 +610,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
             loss = loss + cfg.shift_weight * scale_only_loss(pred, target, valid)
         if cfg.log_weight > 0:
             loss = loss + cfg.log_weight * log_scale_loss(pred, target, valid)
+        if cfg.depth_log_weight > 0:
+            safe = torch.nan_to_num(depth, nan=cfg.max_depth)
+            dlog = depth_log_loss(pred, safe, valid, cfg.min_depth, cfg.max_depth)
+            loss = loss + cfg.depth_log_weight * dlog
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from endo_depth_model.pretrain import (
     PretrainConfig,
     apply_illumination,
+    depth_log_loss,
     illumination_gain,
     log_scale_loss,
     parse_mix,
@@ -74,6 +75,28 @@ def test_log_scale_loss_punishes_zero_disparity_where_the_truth_is_not_far():
     invalid = valid.clone()
     invalid[:, :, :8] = False  # unless it is outside the field of view
     assert log_scale_loss(dark, t, invalid) < 1e-6
+
+
+def test_depth_log_loss_is_the_median_scaled_evaluation_after_the_conversion():
+    from endo_depth_model.preprocess import depth_to_disparity
+
+    lo, hi = 0.001, 0.3
+    depth = 0.02 + 0.1 * _disparity() / _disparity().amax()
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    exact = depth_to_disparity(depth, lo, hi)
+    assert depth_log_loss(exact, depth, valid, lo, hi) < 1e-5
+    # a depth scale is free (the evaluation median-scales), but a disparity shift is not, even though the
+    # scale-and-shift-invariant loss cannot tell the two apart
+    assert depth_log_loss(depth_to_disparity(2.5 * depth, lo, hi), depth, valid, lo, hi) < 1e-5
+    shifted = exact - 0.9 * exact.amin()  # far pixels pushed towards zero disparity
+    assert ssi_terms(shifted, exact, valid, level_weight=0.0)[0] < 1e-5
+    assert depth_log_loss(shifted, depth, valid, lo, hi) > 0.05
+    invalid = valid.clone()
+    garbage = exact.clone()
+    garbage[:, :, :8] = 0.0
+    invalid[:, :, :8] = False  # pixels outside the field of view do not count
+    assert depth_log_loss(garbage, depth, invalid, lo, hi) < 1e-5
+    assert depth_log_loss(garbage, depth, valid, lo, hi) > 0.05
 
 
 def test_illumination_augmentation_varies_light_not_geometry():
