@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from endo_depth_model.data import open_sequences  # noqa: E402
-from endo_depth_model.pipeline import PipelineConfig, load_depth_model  # noqa: E402
+from endo_depth_model.pipeline import PipelineConfig, load_depth_model, resolve_depth_range  # noqa: E402
 from endo_depth_model.preprocess import Preprocessor, disparity_to_depth  # noqa: E402
 from endo_depth_model.runtime.torch_backend import TorchBackend  # noqa: E402
 from endo_depth_model.streaming import StreamingDepth  # noqa: E402
@@ -40,7 +40,7 @@ def stream_depth(frames, precision: str, cfg: PipelineConfig) -> np.ndarray:
     for rgb in frames:
         disp += [r.disparity for r in engine.push(rgb)]
     disp += [r.disparity for r in engine.flush()]
-    return disparity_to_depth(np.stack(disp), cfg.min_depth, cfg.max_depth)
+    return disparity_to_depth(np.stack(disp), *resolve_depth_range(cfg))
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ stamps, get finalised depth frames and per-frame odometry back. No ROS imports h
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,9 @@ from endo_depth_model import loading
 from endo_depth_model.loading import SHIPPED_MODEL_DIR  # noqa: F401 - re-exported (scripts and tests)
 from endo_depth_model.odometry import SCALE_MODES, PoseIntegrator, ScaleEstimator, ScaleState
 from endo_depth_model.runtime.precision import PRECISIONS, PrecisionError, autocast, resolve_precision
+
+#: the disparity-to-depth range of weights that store none (official VDA checkpoints), metres nominal
+DEFAULT_DEPTH_RANGE = (0.001, 0.3)
 
 
 class PipelineError(ValueError):
@@ -44,11 +48,11 @@ class PipelineConfig:
     overlap: int = 12
     stride: int = 4
     blend: int = 4
-    # the shipped weights' metadata holds the same range (endo_depth_model.loading.weights_depth_range, which
-    # the CLI uses when --min-depth/--max-depth are not given); the node does not read it yet: a declared
-    # parameter (and config/depth.yaml) cannot tell "left at the default" from "set to it"
-    min_depth: float = 0.001
-    max_depth: float = 0.3
+    # the range of the disparity-to-depth conversion; 0 = the one stored in the weights' metadata (the range
+    # the model was trained with: endo_depth_model.loading.weights_depth_range, 0.001 and 0.3 m for the
+    # shipped model), DEFAULT_DEPTH_RANGE for weights without one (official VDA checkpoints)
+    min_depth: float = 0.0
+    max_depth: float = 0.0
     scale_mode: str = "relative"
     fixed_scale: float = 1.0
     kinematic_window: int = 30
@@ -101,7 +105,12 @@ class PipelineConfig:
             )
         if self.window > 32:
             problems.append(f"window {self.window} exceeds Video Depth Anything's 32 frames")
-        if not 0 < self.min_depth < self.max_depth:
+        if self.min_depth < 0 or self.max_depth < 0:
+            problems.append(
+                "min_depth and max_depth must be >= 0 (0 = the weights' range), got "
+                f"{self.min_depth}, {self.max_depth}"
+            )
+        elif self.min_depth > 0 and self.max_depth > 0 and not self.min_depth < self.max_depth:
             problems.append(f"need 0 < min_depth ({self.min_depth}) < max_depth ({self.max_depth})")
         if self.scale_mode not in SCALE_MODES:
             problems.append(f"scale_mode {self.scale_mode!r} is not one of {SCALE_MODES}")
@@ -209,6 +218,28 @@ def load_depth_model(cfg: PipelineConfig):
         raise PipelineError(str(exc)) from exc
 
 
+def resolve_depth_range(cfg: PipelineConfig) -> tuple[float, float]:
+    """``(min_depth, max_depth)`` the pipeline converts disparity with: the values set in ``cfg``; for those
+    left at 0, the range stored in the depth weights' metadata (``cfg.weights`` or the shipped model),
+    else :data:`DEFAULT_DEPTH_RANGE`. :class:`PipelineError` when the result is not ``0 < min < max``."""
+    lo, hi = cfg.min_depth, cfg.max_depth
+    if lo <= 0 or hi <= 0:
+        stored: tuple = (None, None)
+        try:
+            weights = loading.resolve_weights(cfg.weights, loading.shipped_weights(cfg.model_config))
+            if weights is not None:
+                stored = loading.weights_depth_range(weights)
+        except loading.LoadError:
+            pass  # the model loader reports unreadable weights with its own message
+        lo = lo if lo > 0 else (stored[0] or DEFAULT_DEPTH_RANGE[0])
+        hi = hi if hi > 0 else (stored[1] or DEFAULT_DEPTH_RANGE[1])
+    if not 0 < lo < hi:
+        raise PipelineError(
+            f"need 0 < min_depth ({lo}) < max_depth ({hi}) (after reading the weights' range)"
+        )
+    return float(lo), float(hi)
+
+
 def load_pose_model(cfg: PipelineConfig):
     """The pose network with its weights (default: the shipped one, when there is one), in eval mode on
     ``cfg.device``; None when none is given or shipped. A missing file or weights of another network
@@ -237,7 +268,9 @@ class DepthPipeline:
         from endo_depth_model.streaming import StreamingDepth
 
         cfg.validate()
-        self.cfg = cfg
+        lo, hi = resolve_depth_range(cfg)
+        cfg = dataclasses.replace(cfg, min_depth=lo, max_depth=hi)
+        self.cfg = cfg  # with the depth range resolved
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():

@@ -107,8 +107,8 @@ PARAM_DOCS = {
     "overlap": "window frames shared with earlier passes (context + blended)",
     "stride": "new frames per head pass (1 .. window - overlap)",
     "blend": "frames cross-faded between passes",
-    "min_depth": "depth of disparity 1 (scale of relative depth), metres nominal",
-    "max_depth": "depth of disparity 0, metres nominal",
+    "min_depth": "depth of disparity 1 (scale of relative depth), metres nominal; 0 = the weights' range",
+    "max_depth": "depth of disparity 0, metres nominal; 0 = the weights' range",
     "scale_mode": "relative | fixed | kinematic (see docs/node.md)",
     "fixed_scale": "factor from relative to metric depth when scale_mode is fixed",
     "kinematic_window": "frame pairs in the kinematic scale window",
@@ -239,6 +239,7 @@ class DepthNode(Node):
         self._worker.start()
         odo = "with odometry" if self.pipeline.has_odometry else "without odometry (no pose weights)"
         c = self.pipeline_cfg
+        lo, hi = self.pipeline.cfg.min_depth, self.pipeline.cfg.max_depth  # resolved from the weights
         self.get_logger().info(
             f"ready: {c.model_config} on {c.device}, input {c.input_height}x{c.input_width}, "
             + (
@@ -246,7 +247,8 @@ class DepthNode(Node):
                 if self.pipeline.latency_mode == "causal"
                 else f"aligned (window {c.window}, stride {c.stride})"
             )
-            + f", scale {c.scale_mode}, {self._backend_name()}, {odo}"
+            + f", scale {c.scale_mode}, depth range {lo:g}-{hi:g} m"
+            + f", {self._backend_name()}, {odo}"
         )
 
     # ---- parameters --------------------------------------------------------------------------------

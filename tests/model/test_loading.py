@@ -75,3 +75,26 @@ def test_the_commands_and_the_pipeline_keep_their_error_types(tmp_path):
         infer_load("vitt", checkpoint=tmp_path / "none")
     with pytest.raises(PipelineError, match="weights file not found"):
         load_pose_model(PipelineConfig(pose_weights=str(tmp_path / "none.safetensors")))
+
+
+def test_the_pipeline_takes_the_depth_range_from_the_weights_unless_set(tmp_path):
+    from endo_depth_model.pipeline import (
+        DEFAULT_DEPTH_RANGE,
+        PipelineConfig,
+        PipelineError,
+        resolve_depth_range,
+    )
+
+    assert resolve_depth_range(PipelineConfig()) == (0.001, 0.3)  # the shipped model's metadata
+    other = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(1)}, str(other), metadata={"min_depth": "0.5", "max_depth": "80"})
+    assert resolve_depth_range(PipelineConfig(weights=str(other))) == (0.5, 80.0)
+    assert resolve_depth_range(PipelineConfig(weights=str(other), max_depth=200.0)) == (0.5, 200.0)
+    assert resolve_depth_range(PipelineConfig(weights=str(other), min_depth=0.1, max_depth=9.0)) == (0.1, 9.0)
+    bare = tmp_path / "official.safetensors"
+    save_file({"x": torch.zeros(1)}, str(bare))
+    assert resolve_depth_range(PipelineConfig(weights=str(bare))) == DEFAULT_DEPTH_RANGE
+    with pytest.raises(PipelineError, match="min_depth"):
+        resolve_depth_range(PipelineConfig(weights=str(other), min_depth=100.0))  # 100 > the stored 80
+    with pytest.raises(PipelineError, match=">= 0"):
+        PipelineConfig(min_depth=-1.0).validate()
