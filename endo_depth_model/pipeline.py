@@ -16,8 +16,11 @@ import numpy as np
 from endo_depth_model import loading
 from endo_depth_model.loading import SHIPPED_MODEL_DIR  # noqa: F401 - re-exported (scripts and tests)
 from endo_depth_model.odometry import SCALE_MODES, PoseIntegrator, ScaleEstimator, ScaleState
+from endo_depth_model.runtime import BACKENDS
 from endo_depth_model.runtime.precision import PRECISIONS, PrecisionError, autocast, resolve_precision
 
+LATENCY_MODES = ("auto", "causal", "aligned")
+FOV_MODES = ("auto", "off")
 #: the disparity-to-depth range of weights that store none (official VDA checkpoints), metres nominal
 DEFAULT_DEPTH_RANGE = (0.001, 0.3)
 
@@ -90,7 +93,12 @@ class PipelineConfig:
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
+        from endo_depth_model.causal import CAUSAL_FITS  # imports torch
+        from endo_depth_model.models.video_depth_anything import VDA_CONFIGS
+
         problems = []
+        if self.model_config not in VDA_CONFIGS:
+            problems.append(f"model config {self.model_config!r} is not one of {', '.join(VDA_CONFIGS)}")
         if self.input_height <= 0 or self.input_height % 14 or self.input_width <= 0 or self.input_width % 14:
             problems.append(
                 f"input size {self.input_height}x{self.input_width} must be positive multiples of 14"
@@ -122,7 +130,7 @@ class PipelineConfig:
             problems.append(f"fixed_scale must be > 0, got {self.fixed_scale}")
         if not 1 <= self.kinematic_min_pairs <= self.kinematic_window:
             problems.append("need 1 <= kinematic_min_pairs <= kinematic_window")
-        if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
+        if self.backend not in ("auto", *BACKENDS):
             problems.append(f"backend {self.backend!r} must be auto, torch, onnxruntime or tensorrt")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} must be one of {PRECISIONS}")
@@ -131,7 +139,7 @@ class PipelineConfig:
                 f"precision {self.precision} is for the torch backend; {self.backend} runs its graphs at "
                 "their own precision (use auto or fp32)"
             )
-        if self.latency_mode not in ("auto", "causal", "aligned"):
+        if self.latency_mode not in LATENCY_MODES:
             problems.append(f"latency_mode {self.latency_mode!r} must be auto, causal or aligned")
         elif self.latency_mode == "causal" and self.backend in ("onnxruntime", "tensorrt"):
             problems.append(
@@ -139,9 +147,9 @@ class PipelineConfig:
             )
         if not 1 <= self.causal_context <= 31:
             problems.append(f"causal_context must be in 1..31, got {self.causal_context}")
-        if self.causal_fit not in ("none", "previous"):
+        if self.causal_fit not in CAUSAL_FITS:
             problems.append(f"causal_fit {self.causal_fit!r} must be none or previous")
-        if self.fov_mask not in ("auto", "off"):
+        if self.fov_mask not in FOV_MODES:
             problems.append(f"fov_mask {self.fov_mask!r} must be auto or off")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -28,10 +28,15 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from endo_depth_model.causal import CAUSAL_FITS
 from endo_depth_model.colormap import ColorRange, colorize_depth
 from endo_depth_model.image_encoding import ImageEncodingError, decode_compressed
-from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, PipelineError
+from endo_depth_model.models.video_depth_anything import VDA_CONFIGS
+from endo_depth_model.odometry import SCALE_MODES
+from endo_depth_model.pipeline import FOV_MODES, LATENCY_MODES, DepthPipeline, PipelineConfig, PipelineError
 from endo_depth_model.rectify import DistortionError, make_rectifier
+from endo_depth_model.runtime import BACKENDS
+from endo_depth_model.runtime.precision import PRECISIONS
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.frame_queue import POLICIES, FrameQueue
 from endo_depth_ros.msg import DepthAlignment
@@ -44,31 +49,6 @@ except ImportError:  # pragma: no cover - depends on the installation
 NODE_NAME = "endo_depth"
 FLUSH_PERIODS = 3.0  # input is paused after flush_after_s and this many recent frame intervals
 ROBOT_POSE_STALE_S = 1.0  # kinematic mode: /diagnostics warns when robot_pose is older than this
-
-# node parameter -> (PipelineConfig field or None, description, extra descriptor settings)
-_RANGES = {
-    "input_height": IntegerRange(from_value=14, to_value=1540, step=14),
-    "input_width": IntegerRange(from_value=14, to_value=1540, step=14),
-    "window": IntegerRange(from_value=2, to_value=32, step=1),
-    "overlap": IntegerRange(from_value=1, to_value=31, step=1),
-    "stride": IntegerRange(from_value=1, to_value=31, step=1),
-    "blend": IntegerRange(from_value=0, to_value=31, step=1),
-    "queue_size": IntegerRange(from_value=1, to_value=1000, step=1),
-    "points_stride": IntegerRange(from_value=1, to_value=64, step=1),
-    "kinematic_window": IntegerRange(from_value=1, to_value=10000, step=1),
-    "kinematic_min_pairs": IntegerRange(from_value=1, to_value=10000, step=1),
-    "torch_threads": IntegerRange(from_value=0, to_value=256, step=1),
-    "causal_context": IntegerRange(from_value=1, to_value=31, step=1),
-    "input_queue_depth": IntegerRange(from_value=1, to_value=10000, step=1),
-}
-_FRANGES = {
-    "diagnostics_period": FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0),
-    "robot_pose_tolerance": FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0),
-    "flush_after_s": FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0),
-    "camera_info_timeout": FloatingPointRange(from_value=0.0, to_value=60.0, step=0.0),
-    "pose_input_scale": FloatingPointRange(from_value=0.25, to_value=1.0, step=0.0),
-    "static_ratio": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
-}
 
 
 @dataclass
@@ -94,73 +74,202 @@ class NodeParams:
     input_queue_depth: int = 100  # DDS history of the image subscription (reliable QoS)
 
 
-PARAM_DOCS = {
-    # pipeline (PipelineConfig)
-    "model.config": "model size config: vitt (shipped, CPU), vits, vitb, vitl",
-    "model.weights": "VDA weights (.safetensors or .pth); empty = the shipped default model",
-    "model.adapter": "optional SSB adapter (.safetensors), merged into the weights at start",
-    "model.pose_weights": "pose network weights; empty = shipped default if present, else no odometry",
-    "device": "cpu, cuda or cuda:N",
-    "input_height": "network input height (multiple of 14)",
-    "input_width": "network input width (multiple of 14)",
-    "window": "frames per head pass T (<= 32)",
-    "overlap": "window frames shared with earlier passes (context + blended)",
-    "stride": "new frames per head pass (1 .. window - overlap)",
-    "blend": "frames cross-faded between passes",
-    "min_depth": "depth of disparity 1 (scale of relative depth), metres nominal; 0 = the weights' range",
-    "max_depth": "depth of disparity 0, metres nominal; 0 = the weights' range",
-    "scale_mode": "relative | fixed | kinematic (see docs/node.md)",
-    "fixed_scale": "factor from relative to metric depth when scale_mode is fixed",
-    "kinematic_window": "frame pairs in the kinematic scale window",
-    "kinematic_min_pairs": "informative pairs needed before kinematic depth is metric",
-    "kinematic_min_motion_m": "robot motion below this (m) carries no scale information",
-    "pose_input_scale": "pose network input size as a fraction of the network input, never below 112 rows",
-    "torch_threads": "CPU threads for inference; 0 = torch default",
-    "precision": "PyTorch compute precision: auto (bf16 on CPUs with AMX/AVX512-BF16, else fp32), fp32, "
-    "bf16 or fp16 (CUDA)",
-    "backend": "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
-    "engine_cache": "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",
-    "fov_mask": "auto: detect the scope's black border (NaN depth, no points there, not fitted) or off",
-    "latency_mode": "auto (causal on the torch backend, else aligned), causal: depth for every frame as it "
-    "arrives (zero hold-back), or aligned: EndoDAV's overlapping windows (held back by blend + stride - 1)",
-    "causal_context": "earlier frames the causal temporal attention sees (1..31)",
-    "causal_fit": "causal scale continuity: none (the head's own) or previous (fit to the last frame)",
-    "scene_cuts": "detect image-level scene cuts: re-anchor depth, new odometry segment, restart the scale",
-    "static_ratio": "zero-motion test: odometry step = identity when the unmoved previous frame explains the "
-    "image this much better than the predicted motion (0 = off)",
-    # node
-    "qos": "QoS of the image subscription: sensor_data (best effort) or reliable",
-    "queue_size": "frames held between the callbacks and the worker",
-    "queue_policy": "when the queue is full: drop_oldest (bounded latency) or drop_newest",
-    "transport": "raw (sensor_msgs/Image on image) or compressed (sensor_msgs/CompressedImage, jpeg or png, "
-    "on image/compressed)",
-    "odom_frame": "frame of pose, odom and TF",
-    "camera_frame": "child frame of odom and TF; empty = the input image's frame_id",
-    "intrinsics": "[fx, fy, cx, cy] of the input images, used until a camera_info arrives",
-    "publish_points": "publish the PointCloud2 on points",
-    "points_stride": "keep every N-th row and column in the point cloud",
-    "publish_colored": "publish colourised depth on depth/colored",
-    "publish_confidence": "publish per-pixel confidence (0-1) on depth/confidence",
-    "publish_tf": "broadcast odom -> camera on /tf (tf2_msgs: a ROS install's, or the one bootstrap builds)",
-    "diagnostics_period": "seconds between /diagnostics messages",
-    "robot_pose_tolerance": "max seconds between a frame and the robot pose paired with it",
-    "flush_after_s": "seconds without input (and >= 3 frame intervals) after which held-back frames are "
-    "finalised (0 = never)",
-    "camera_info_timeout": "seconds a frame waits for the first camera_info before it is rejected",
-    "input_queue_depth": "DDS history depth of the image subscription (reliable QoS; keep >= queue_size)",
-}
+@dataclass(frozen=True)
+class Param:
+    """One node parameter, declared once. Its declaration (descriptor, range), its start-up check, the docs
+    table check (tests/ros/test_docs_node.py) and the shipped params file check (tests/ros/test_launch.py)
+    all read it; the default is the owning dataclass field's (``field``: a :class:`PipelineConfig` field,
+    empty: the :class:`NodeParams` field of the same name)."""
 
-_PIPELINE_PARAM = {f.name: f.name for f in fields(PipelineConfig)}
-_PIPELINE_PARAM.update(
-    {
-        "model.config": "model_config",
-        "model.weights": "weights",
-        "model.adapter": "adapter",
-        "model.pose_weights": "pose_weights",
-    }
+    name: str
+    description: str
+    field: str = ""
+    range: tuple = ()  #: (from, to, step) of the descriptor's integer or floating-point range
+    choices: tuple = ()  #: the string values allowed (checked at start)
+    dynamic: bool = False  #: may be changed at run time (``ros2 param set``)
+
+    @property
+    def default(self):
+        if self.field:
+            return getattr(PipelineConfig(), self.field)
+        return getattr(NodeParams(), self.name)
+
+
+_INPUT = (14, 1540, 14)
+PARAMETERS: tuple[Param, ...] = (
+    # pipeline (PipelineConfig)
+    Param(
+        "model.config",
+        "model size config: vitt (shipped, CPU), vits, vitb, vitl",
+        "model_config",
+        choices=tuple(VDA_CONFIGS),
+    ),
+    Param(
+        "model.weights", "VDA weights (.safetensors or .pth); empty = the shipped default model", "weights"
+    ),
+    Param(
+        "model.adapter", "optional SSB adapter (.safetensors), merged into the weights at start", "adapter"
+    ),
+    Param(
+        "model.pose_weights",
+        "pose network weights; empty = shipped default if present, else no odometry",
+        "pose_weights",
+    ),
+    Param("device", "cpu, cuda or cuda:N", "device"),
+    Param("input_height", "network input height (multiple of 14)", "input_height", _INPUT),
+    Param("input_width", "network input width (multiple of 14)", "input_width", _INPUT),
+    Param("window", "frames per head pass T (<= 32)", "window", (2, 32, 1)),
+    Param("overlap", "window frames shared with earlier passes (context + blended)", "overlap", (1, 31, 1)),
+    Param("stride", "new frames per head pass (1 .. window - overlap)", "stride", (1, 31, 1)),
+    Param("blend", "frames cross-faded between passes", "blend", (0, 31, 1)),
+    Param(
+        "min_depth",
+        "depth of disparity 1 (scale of relative depth), metres nominal; 0 = the weights' range",
+        "min_depth",
+    ),
+    Param("max_depth", "depth of disparity 0, metres nominal; 0 = the weights' range", "max_depth"),
+    Param("scale_mode", "relative | fixed | kinematic (see docs/node.md)", "scale_mode", choices=SCALE_MODES),
+    Param("fixed_scale", "factor from relative to metric depth when scale_mode is fixed", "fixed_scale"),
+    Param("kinematic_window", "frame pairs in the kinematic scale window", "kinematic_window", (1, 10000, 1)),
+    Param(
+        "kinematic_min_pairs",
+        "informative pairs needed before kinematic depth is metric",
+        "kinematic_min_pairs",
+        (1, 10000, 1),
+    ),
+    Param(
+        "kinematic_min_motion_m",
+        "robot motion below this (m) carries no scale information",
+        "kinematic_min_motion_m",
+    ),
+    Param(
+        "pose_input_scale",
+        "pose network input size as a fraction of the network input, never below 112 rows",
+        "pose_input_scale",
+        (0.25, 1.0, 0.0),
+    ),
+    Param("torch_threads", "CPU threads for inference; 0 = torch default", "torch_threads", (0, 256, 1)),
+    Param(
+        "precision",
+        "PyTorch compute precision: auto (bf16 on CPUs with AMX/AVX512-BF16, else fp32), fp32, "
+        "bf16 or fp16 (CUDA)",
+        "precision",
+        choices=PRECISIONS,
+    ),
+    Param(
+        "backend",
+        "inference backend: torch, onnxruntime, tensorrt or auto (docs/deployment.md)",
+        "backend",
+        choices=(*BACKENDS, "auto"),
+    ),
+    Param(
+        "engine_cache",
+        "folder of exported ONNX graphs and TensorRT engines; empty = ~/.cache/endo_depth",
+        "engine_cache",
+    ),
+    Param(
+        "fov_mask",
+        "auto: detect the scope's black border (NaN depth, no points there, not fitted) or off",
+        "fov_mask",
+        choices=FOV_MODES,
+    ),
+    Param(
+        "latency_mode",
+        "auto (causal on the torch backend, else aligned), causal: depth for every frame as "
+        "it arrives (zero hold-back), or aligned: EndoDAV's overlapping windows (held back by blend + "
+        "stride - 1)",
+        "latency_mode",
+        choices=LATENCY_MODES,
+    ),
+    Param(
+        "causal_context",
+        "earlier frames the causal temporal attention sees (1..31)",
+        "causal_context",
+        (1, 31, 1),
+    ),
+    Param(
+        "causal_fit",
+        "causal scale continuity: none (the head's own) or previous (fit to the last frame)",
+        "causal_fit",
+        choices=CAUSAL_FITS,
+    ),
+    Param(
+        "scene_cuts",
+        "detect image-level scene cuts: re-anchor depth, new odometry segment, restart the scale",
+        "scene_cuts",
+    ),
+    Param(
+        "static_ratio",
+        "zero-motion test: odometry step = identity when the unmoved previous frame explains "
+        "the image this much better than the predicted motion (0 = off)",
+        "static_ratio",
+        (0.0, 1.0, 0.0),
+    ),
+    # node (NodeParams)
+    Param(
+        "qos",
+        "QoS of the image subscription: sensor_data (best effort) or reliable",
+        choices=("sensor_data", "reliable"),
+    ),
+    Param("queue_size", "frames held between the callbacks and the worker", range=(1, 1000, 1)),
+    Param(
+        "queue_policy",
+        "when the queue is full: drop_oldest (bounded latency) or drop_newest",
+        choices=POLICIES,
+    ),
+    Param(
+        "transport",
+        "raw (sensor_msgs/Image on image) or compressed (sensor_msgs/CompressedImage, jpeg or "
+        "png, on image/compressed)",
+        choices=("raw", "compressed"),
+    ),
+    Param("odom_frame", "frame of pose, odom and TF"),
+    Param("camera_frame", "child frame of odom and TF; empty = the input image's frame_id"),
+    Param("intrinsics", "[fx, fy, cx, cy] of the input images, used until a camera_info arrives"),
+    Param("publish_points", "publish the PointCloud2 on points", dynamic=True),
+    Param("points_stride", "keep every N-th row and column in the point cloud", range=(1, 64, 1)),
+    Param("publish_colored", "publish colourised depth on depth/colored"),
+    Param("publish_confidence", "publish per-pixel confidence (0-1) on depth/confidence"),
+    Param(
+        "publish_tf",
+        "broadcast odom -> camera on /tf (tf2_msgs: a ROS install's, or the one bootstrap builds)",
+    ),
+    Param("diagnostics_period", "seconds between /diagnostics messages", range=(0.05, 60.0, 0.0)),
+    Param(
+        "robot_pose_tolerance",
+        "max seconds between a frame and the robot pose paired with it",
+        range=(0.0, 10.0, 0.0),
+    ),
+    Param(
+        "flush_after_s",
+        "seconds without input (and >= 3 frame intervals) after which held-back frames are "
+        "finalised (0 = never)",
+        range=(0.0, 3600.0, 0.0),
+    ),
+    Param(
+        "camera_info_timeout",
+        "seconds a frame waits for the first camera_info before it is rejected",
+        range=(0.0, 60.0, 0.0),
+    ),
+    Param(
+        "input_queue_depth",
+        "DDS history depth of the image subscription (reliable QoS; keep >= queue_size)",
+        range=(1, 10000, 1),
+    ),
 )
-for _old in ("model_config", "weights", "adapter", "pose_weights"):
-    _PIPELINE_PARAM.pop(_old)
+PARAM_DOCS = {p.name: p.description for p in PARAMETERS}
+_PIPELINE_PARAM = {p.name: p.field for p in PARAMETERS if p.field}
+
+
+def parameter_problems(values: dict) -> list[str]:
+    """Start-up checks of the node's own parameters that come from :data:`PARAMETERS` (``values``: parameter
+    name -> value): string values outside their choices. The pipeline's parameters are checked by
+    :meth:`PipelineConfig.validate`, against the same constants."""
+    return [
+        f"{p.name} must be one of {', '.join(p.choices)}, got {values[p.name]!r}"
+        for p in PARAMETERS
+        if p.choices and not p.field and p.name in values and values[p.name] not in p.choices
+    ]
 
 
 @dataclass
@@ -253,35 +362,30 @@ class DepthNode(Node):
 
     # ---- parameters --------------------------------------------------------------------------------
     def _declare_parameters(self) -> tuple[PipelineConfig, NodeParams]:
-        pdef, ndef = PipelineConfig(), NodeParams()
+        from rclpy.parameter import Parameter
 
-        def declare(name: str, default):
-            desc = ParameterDescriptor(description=PARAM_DOCS[name], read_only=name != "publish_points")
-            if name in _RANGES:
-                desc.integer_range = [_RANGES[name]]
-            if name in _FRANGES:
-                desc.floating_point_range = [_FRANGES[name]]
-            if name == "intrinsics":
-                from rclpy.parameter import Parameter
-
-                return self.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, desc).value or ()
-            return self.declare_parameter(name, default, desc).value
-
-        pvals = {field: declare(name, getattr(pdef, field)) for name, field in _PIPELINE_PARAM.items()}
-        nvals = {f.name: declare(f.name, getattr(ndef, f.name)) for f in fields(NodeParams)}
-        cfg = PipelineConfig(**pvals)
-        params = NodeParams(**nvals)
-        problems = []
+        values = {}
+        for p in PARAMETERS:
+            desc = ParameterDescriptor(description=p.description, read_only=not p.dynamic)
+            if p.range and isinstance(p.default, int):
+                desc.integer_range = [
+                    IntegerRange(from_value=p.range[0], to_value=p.range[1], step=p.range[2])
+                ]
+            elif p.range:
+                desc.floating_point_range = [
+                    FloatingPointRange(from_value=p.range[0], to_value=p.range[1], step=p.range[2])
+                ]
+            if p.name == "intrinsics":  # no default value: the type is declared instead
+                values[p.name] = self.declare_parameter(p.name, Parameter.Type.DOUBLE_ARRAY, desc).value or ()
+            else:
+                values[p.name] = self.declare_parameter(p.name, p.default, desc).value
+        cfg = PipelineConfig(**{p.field: values[p.name] for p in PARAMETERS if p.field})
+        params = NodeParams(**{p.name: values[p.name] for p in PARAMETERS if not p.field})
+        problems = parameter_problems(values)
         try:
             cfg.validate()
         except PipelineError as exc:
             problems.append(str(exc))
-        if params.qos not in ("sensor_data", "reliable"):
-            problems.append(f"qos must be sensor_data or reliable, got {params.qos!r}")
-        if params.transport not in ("raw", "compressed"):
-            problems.append(f"transport must be raw or compressed, got {params.transport!r}")
-        if params.queue_policy not in POLICIES:
-            problems.append(f"queue_policy must be one of {POLICIES}, got {params.queue_policy!r}")
         if len(params.intrinsics) not in (0, 4) or (params.intrinsics and min(params.intrinsics[:2]) <= 0):
             problems.append(
                 f"intrinsics must be [fx, fy, cx, cy] with fx, fy > 0, got {list(params.intrinsics)}"

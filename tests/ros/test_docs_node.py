@@ -60,3 +60,33 @@ def test_documented_defaults_match_the_code():
         expected = "true" if value is True else "false" if value is False else str(value)
         assert shown == f"`{expected}`" or (expected == "" and shown == '`""`'), (name, shown, expected)
     assert {f.name for f in fields(NodeParams)} <= set(PARAM_DOCS)
+
+
+def test_documented_choices_and_ranges_are_the_declared_ones():
+    from endo_depth_ros.depth_node import PARAMETERS
+
+    section = PAGE.split("## Parameters\n", 1)[1].split("\n## ", 1)[0]
+    ranges = dict(re.findall(r"^\| `([^`]+)` \| [^|]+ \| [^|]+ \|([^|]*)\|", section, re.M))
+    for p in PARAMETERS:
+        shown = ranges[p.name].strip()
+        if p.choices:
+            assert sorted(c.strip() for c in shown.split(",")) == sorted(p.choices), (p.name, shown)
+        elif p.range:
+            lo, hi = (f"{v:g}" for v in p.range[:2])
+            assert shown.startswith(f"{lo}..{hi}"), (p.name, shown)
+
+
+def test_start_up_checks_come_from_the_declarations():
+    import pytest
+
+    from endo_depth_model.pipeline import PipelineConfig, PipelineError
+    from endo_depth_ros.depth_node import parameter_problems
+
+    assert parameter_problems({"qos": "sensor_data", "transport": "raw", "queue_policy": "drop_oldest"}) == []
+    problems = parameter_problems({"qos": "fast", "transport": "raw", "queue_policy": "block"})
+    assert problems == [
+        "qos must be one of sensor_data, reliable, got 'fast'",
+        "queue_policy must be one of drop_oldest, drop_newest, got 'block'",
+    ]
+    with pytest.raises(PipelineError, match="model config 'vitx' is not one of vitt, vits, vitb, vitl"):
+        PipelineConfig(model_config="vitx").validate()

@@ -71,6 +71,17 @@ def test_default_params_file_is_shipped_and_matches_the_node_parameters():
     names = set(flatten(params))
     assert names <= set(PARAM_DOCS), f"unknown parameters in config/depth.yaml: {names - set(PARAM_DOCS)}"
     assert set(PARAM_DOCS) - names == {"intrinsics"}  # the only parameter without a default value
+    from endo_depth_ros.depth_node import PARAMETERS
+
+    def lookup(name):
+        node = params
+        for part in name.split("."):
+            node = node[part]
+        return node
+
+    for p in PARAMETERS:
+        if p.name != "intrinsics":  # the shipped file holds the declared defaults
+            assert lookup(p.name) == p.default and type(lookup(p.name)) is type(p.default), p.name
 
 
 def test_shipped_rviz_config_shows_topics_the_node_publishes_under_the_launch_namespace():
