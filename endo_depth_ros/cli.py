@@ -10,10 +10,10 @@ import sys
 from endo_depth_model import cli as model_cli
 
 ROS_COMMANDS: dict[str, str] = {
-    "bag": "endo_depth_ros.bag",
-    "demo": "endo_depth_ros.demo",
-    "loop": "endo_depth_ros.closed_loop",
-    "soak": "endo_depth_ros.soak",
+    "bag": "endo_depth_ros.tools.bag",
+    "demo": "endo_depth_ros.tools.demo",
+    "loop": "endo_depth_ros.tools.closed_loop",
+    "soak": "endo_depth_ros.tools.soak",
 }
 
 

@@ -88,7 +88,7 @@ def test_rosbag_round_trip_is_exact(tmp_path, synth_frames, storage):
 def test_rosbag_with_compressed_images_reads_like_raw(tmp_path, synth_frames, fmt):
     """A bag of CompressedImage (image_transport naming: <ns>/image_raw/compressed) opens with its
     camera_info, ground truth and poses; PNG is lossless, JPEG within its codec bound."""
-    from endo_depth_ros.bag import convert_to_bag
+    from endo_depth_ros.tools.bag import convert_to_bag
 
     bag = tmp_path / "bag"
     with RosbagWriter(bag, image_format=fmt) as writer:

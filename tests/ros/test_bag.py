@@ -16,9 +16,9 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from endo_depth_model.data.sequence import Frame
-from endo_depth_ros import bag as bagmod
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.msg import DepthAlignment
+from endo_depth_ros.tools import bag as bagmod
 
 from .node_harness import ROOT, Peer
 

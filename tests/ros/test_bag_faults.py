@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from endo_depth_ros import bag as bagmod
-from endo_depth_ros.soak import textured_bag
+from endo_depth_ros.tools import bag as bagmod
+from endo_depth_ros.tools.soak import textured_bag
 
 from .node_harness import ROOT
 

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from endo_depth_ros.standoff_controller import (
+from endo_depth_ros.sim.standoff_controller import (
     ControllerConfig,
     GuardState,
     check_plausibility,
@@ -185,7 +185,7 @@ def test_window_depth_ignores_pixels_of_low_confidence():
 def test_integration_guide_lists_every_controller_parameter_and_mode():
     from dataclasses import fields
 
-    from endo_depth_ros.standoff_controller import MODES, PARAM_DOCS
+    from endo_depth_ros.sim.standoff_controller import MODES, PARAM_DOCS
 
     text = (ROOT / "docs" / "integration.md").read_text()
     listed = text[text.index("`standoff_controller` —") :].split("(descriptions")[0]
@@ -199,7 +199,7 @@ def test_integration_guide_lists_every_controller_parameter_and_mode():
 
 
 def test_twist_integration_moves_in_the_camera_frame():
-    from endo_depth_ros.sim_endoscope import integrate_twist, step_towards
+    from endo_depth_ros.sim.sim_endoscope import integrate_twist, step_towards
 
     T = np.eye(4)
     T[:3, :3] = [[0, 0, 1], [1, 0, 0], [0, 1, 0]]  # camera z = world x
@@ -220,7 +220,7 @@ def sim_node():
     import rclpy
     from rclpy.context import Context
 
-    from endo_depth_ros.sim_endoscope import SimEndoscope
+    from endo_depth_ros.sim.sim_endoscope import SimEndoscope
 
     context = Context()
     rclpy.init(context=context)
@@ -310,7 +310,7 @@ def run_short_loop(out, *extra):
     """`endo-depth loop` with the tests' settings (5 simulated s at 96x72, 5 mm margin) -> summary."""
     from endo_depth_model.cli import build_parser
     from endo_depth_ros.cli import ROS_COMMANDS
-    from endo_depth_ros.closed_loop import run_loop
+    from endo_depth_ros.tools.closed_loop import run_loop
 
     argv = ["loop", "--duration", "5", "--height", "72", "--width", "96", "--margin-mm", "5", *extra]
     return run_loop(build_parser(ROS_COMMANDS).parse_args([*argv, "--out", str(out), "--timeout", "240"]))

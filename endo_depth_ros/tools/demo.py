@@ -32,7 +32,7 @@ class DemoError(RuntimeError):
 
 def make_input_bag(args, out: Path) -> Path:
     """The bag to replay: the user's bag, a converted MP4/folder, or a cached synthetic sequence."""
-    from endo_depth_ros.bag import bag_info, convert_to_bag
+    from endo_depth_ros.tools.bag import bag_info, convert_to_bag
 
     if args.input:
         src = Path(args.input)
@@ -63,7 +63,7 @@ def _read_topic(path: Path, topic: str, convert) -> dict:
     """``convert(message)`` of every message of ``topic``, keyed by header stamp (ns)."""
     from rosbags.rosbag2 import Reader
 
-    from endo_depth_ros.bag import typestore
+    from endo_depth_ros.tools.bag import typestore
 
     ts = typestore()
     out = {}
@@ -188,8 +188,8 @@ def save_preview(input_bag: Path, output_bag: Path, path: Path) -> Path:
 
 def run_demo(args) -> dict:
     from endo_depth_ros import ros_env
-    from endo_depth_ros.bag import BagPlayer, BagRecorder, bag_info
     from endo_depth_ros.node_runner import ToolSession, stop_process
+    from endo_depth_ros.tools.bag import BagPlayer, BagRecorder, bag_info
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -391,7 +391,7 @@ def register(subparsers) -> None:
 
 def _cmd_demo(args) -> int:
     from endo_depth_model.data.sequence import DataError
-    from endo_depth_ros.bag import BagError
+    from endo_depth_ros.tools.bag import BagError
 
     try:
         result = run_demo(args)

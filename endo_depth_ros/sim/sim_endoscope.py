@@ -14,7 +14,8 @@ command stamped with frame ``k - lockstep_max_lag`` or later has arrived (the co
 command with the image it answers), so a slow machine slows the simulation instead of the loop losing
 frames or acting on old depth. Topics and parameters: docs/integration.md.
 
-Run: ``ros2 run endo_depth_ros sim_endoscope`` or ``python -m endo_depth_ros.sim_endoscope --ros-args ...``.
+Run: ``ros2 run endo_depth_ros sim_endoscope`` or
+``python -m endo_depth_ros.sim.sim_endoscope --ros-args ...``.
 """
 
 from __future__ import annotations

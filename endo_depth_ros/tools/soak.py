@@ -3,7 +3,7 @@
 1. makes a rosbag2 of textured rgb8 frames with camera_info at the requested size (a cheap generator:
    a smooth random texture drifting back and forth, so the bag loops without a scene cut), or takes one;
 2. starts the real node (``python -m endo_depth_ros.depth_node``) in its own process, namespace /soak;
-3. replays the bag in a loop with :class:`endo_depth_ros.bag.BagPlayer` at a fixed rate, giving every
+3. replays the bag in a loop with :class:`endo_depth_ros.tools.bag.BagPlayer` at a fixed rate, giving every
    image a new, increasing header stamp (the node rejects repeated stamps), for ``--duration`` seconds;
    with ``--overload F`` the first half runs at F x rate and the second half at the rate;
 4. receives every depth image (raw bytes; only the stamp is read) for per-frame latency, and samples the
@@ -157,8 +157,8 @@ def run_soak(args) -> dict:
     from sensor_msgs.msg import Image
 
     from endo_depth_ros import ros_env
-    from endo_depth_ros.bag import BagPlayer, bag_info
     from endo_depth_ros.node_runner import ToolSession, stop_process
+    from endo_depth_ros.tools.bag import BagPlayer, bag_info
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -648,7 +648,7 @@ def register(subparsers) -> None:
 
 
 def _cmd_soak(args) -> int:
-    from endo_depth_ros.bag import BagError
+    from endo_depth_ros.tools.bag import BagError
 
     args.argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "soak" else []
     if args.duration <= 0 or (args.rate <= 0 and not args.find_rate) or args.overload < 0:

@@ -97,7 +97,7 @@ def node_commands(args) -> dict[str, list[str]]:
         "plausibility_check": not args.no_plausibility_check,
     }
     return {
-        "sim_endoscope": [*py, "endo_depth_ros.sim_endoscope", "--ros-args", "-r", f"__ns:={NS_SIM}"]
+        "sim_endoscope": [*py, "endo_depth_ros.sim.sim_endoscope", "--ros-args", "-r", f"__ns:={NS_SIM}"]
         + params(sim),
         "depth_node": [
             *py,
@@ -117,7 +117,7 @@ def node_commands(args) -> dict[str, list[str]]:
         + params(depth),
         "standoff_controller": [
             *py,
-            "endo_depth_ros.standoff_controller",
+            "endo_depth_ros.sim.standoff_controller",
             "--ros-args",
             "-r",
             f"__ns:={NS_CONTROL}",
@@ -192,7 +192,7 @@ class Observer:
 
     def _window(self, msg, store: dict) -> None:
         from endo_depth_model.image_encoding import image_to_numpy
-        from endo_depth_ros.sim_endoscope import central_window
+        from endo_depth_ros.sim.sim_endoscope import central_window
 
         depth = image_to_numpy(
             msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data

@@ -44,7 +44,7 @@ from endo_depth_model.image_encoding import image_to_numpy
 from endo_depth_ros import conversions as conv
 from endo_depth_ros.msg import DepthAlignment
 from endo_depth_ros.node_runner import declare_dataclass_parameters, run_node
-from endo_depth_ros.sim_endoscope import central_window
+from endo_depth_ros.sim.sim_endoscope import central_window
 
 NODE_NAME = "standoff_controller"
 MODES = ("stopped", "exploring", "advancing", "holding", "retracting", "implausible")
