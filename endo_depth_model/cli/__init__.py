@@ -17,8 +17,8 @@ import re
 
 # subcommand name -> module providing register(subparsers)
 COMMANDS: dict[str, str] = {
-    "infer": "endo_depth_model.infer",
-    "eval": "endo_depth_model.evaluate",
+    "infer": "endo_depth_model.cli.infer",
+    "eval": "endo_depth_model.cli.evaluate",
     "synth": "endo_depth_model.cli.synth",
     "train": "endo_depth_model.train",
     "pretrain": "endo_depth_model.pretrain",
