@@ -20,7 +20,7 @@ COMMANDS: dict[str, str] = {
     "infer": "endo_depth_model.cli.infer",
     "eval": "endo_depth_model.cli.evaluate",
     "synth": "endo_depth_model.cli.synth",
-    "train": "endo_depth_model.train",
+    "train": "endo_depth_model.cli.train",
     "pretrain": "endo_depth_model.pretrain",
     "export": "endo_depth_model.export",
     "bench": "endo_depth_model.bench",
