@@ -21,9 +21,9 @@ COMMANDS: dict[str, str] = {
     "eval": "endo_depth_model.cli.evaluate",
     "synth": "endo_depth_model.cli.synth",
     "train": "endo_depth_model.cli.train",
-    "pretrain": "endo_depth_model.pretrain",
-    "export": "endo_depth_model.export",
-    "bench": "endo_depth_model.bench",
+    "pretrain": "endo_depth_model.cli.pretrain",
+    "export": "endo_depth_model.cli.export",
+    "bench": "endo_depth_model.cli.bench",
 }
 
 
