@@ -689,16 +689,3 @@ def pretrain(cfg: PretrainConfig) -> Path:
         + (f"; resumable state: {state_path}" if cfg.checkpoint_minutes > 0 else "")
     )
     return weights_path
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "pretrain", help="supervised pretraining of a small VDA on simulator ground truth"
-    )
-    d = PretrainConfig()
-    for name, value in asdict(d).items():
-        if isinstance(value, bool):
-            p.add_argument(f"--{name.replace('_', '-')}", action="store_true", default=value)
-        else:
-            p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    p.set_defaults(func=lambda a: pretrain(PretrainConfig(**{k: getattr(a, k) for k in asdict(d)})) and 0)

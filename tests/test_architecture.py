@@ -1,6 +1,7 @@
 """The offline package stays offline: no module of ``endo_depth_model`` imports rclpy, ROS message
-packages or ``endo_depth_ros``, neither at module level nor inside a function; and its modules import
-each other without cycles (function-level imports count too)."""
+packages or ``endo_depth_ros``, neither at module level nor inside a function; its modules import
+each other without cycles (function-level imports count too); and the command line lives in
+``endo_depth_model/cli/``: no other module registers a subcommand or imports the CLI."""
 
 from __future__ import annotations
 
@@ -46,15 +47,19 @@ def test_importing_every_model_module_loads_no_ros():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _import_graph(package: str) -> dict[str, set[str]]:
+def _module_paths(package: str, root: Path = ROOT) -> dict[str, Path]:
+    return {_module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
+
+
+def _import_graph(package: str, root: Path = ROOT) -> dict[str, set[str]]:
     """Module -> the modules of ``package`` it imports anywhere in its file (function-level imports
     included), relative imports resolved; ``from a import b`` names ``a.b`` when that is a module."""
-    paths = {_module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+    paths = _module_paths(package, root)
     graph: dict[str, set[str]] = {}
     for name, path in paths.items():
         is_package = path.name == "__init__.py"
@@ -122,3 +127,60 @@ def test_model_package_has_no_import_cycle():
     assert "endo_depth_model.ssb" in graph["endo_depth_model.export"]  # `from endo_depth_model import ssb`
     cycles = _cycles(graph)
     assert not cycles, "import cycles in endo_depth_model:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def _in_cli(module: str, package: str) -> bool:
+    return module == f"{package}.cli" or module.startswith(f"{package}.cli.")
+
+
+def _cli_outside_cli(package: str, root: Path = ROOT) -> list[str]:
+    """Modules of ``package`` outside ``<package>/cli/`` that define ``register`` at module level or
+    import ``<package>.cli`` (anywhere in the file, relative imports resolved)."""
+    graph = _import_graph(package, root)
+    bad = []
+    for name, path in _module_paths(package, root).items():
+        if _in_cli(name, package):
+            continue
+        bad += [f"{name} imports {t}" for t in sorted(graph[name]) if _in_cli(t, package)]
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            else:
+                continue
+            bad += [f"{name} defines register" for n in names if n == "register"]
+    return bad
+
+
+def test_cli_check_finds_commands_outside_the_cli_package(tmp_path):
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/cli/__init__.py": "from pkg.cli import run\n",
+        "pkg/cli/run.py": "from pkg import work\n\ndef register(subparsers):\n    pass\n",
+        "pkg/work.py": "def f():\n    from pkg.cli import run\n",
+        "pkg/data/__init__.py": "",
+        "pkg/data/tool.py": "from .. import cli\n\ndef register(subparsers):\n    pass\n",
+        "pkg/data/alias.py": "register = print\n",
+        "pkg/data/fine.py": "class Registry:\n    def register(self, name):\n        pass\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert sorted(_cli_outside_cli("pkg", tmp_path)) == [
+        "pkg.data.alias defines register",
+        "pkg.data.tool defines register",
+        "pkg.data.tool imports pkg.cli",
+        "pkg.work imports pkg.cli.run",
+    ]
+
+
+def test_library_modules_hold_no_command_line():
+    """Subcommands are registered and run by the modules of ``endo_depth_model/cli/``; the library
+    modules they call never register one and never import the CLI (the CLI imports the library)."""
+    from endo_depth_model.cli import COMMANDS
+
+    assert all(_in_cli(m, "endo_depth_model") for m in COMMANDS.values()), COMMANDS
+    bad = _cli_outside_cli("endo_depth_model")
+    assert not bad, "command line outside endo_depth_model/cli/:\n" + "\n".join(bad)

@@ -143,9 +143,10 @@ def test_ensure_graphs_reuses_cached_graphs_of_the_same_weights_only(
 
 def test_export_subcommand_is_registered():
     from endo_depth_model.cli import build_parser
+    from endo_depth_model.cli import export as export_cli
 
     args = build_parser().parse_args(
         ["export", "--encoder", "vitt", "--input-size", "56", "70", "--window", "4", "--tensorrt", "fp16"]
     )
-    assert args.func is ex.main
+    assert args.func is export_cli.main
     assert tuple(args.input_size) == HW and args.window == 4 and args.tensorrt == "fp16"

@@ -227,7 +227,7 @@ def test_a_checkpoint_without_weights_uses_the_base_it_was_trained_on(tmp_path, 
     base would be meaningless); with that file gone it falls back to the shipped model."""
     import argparse
 
-    from endo_depth_model.infer import resolve_model_defaults
+    from endo_depth_model.cli.infer import resolve_model_defaults
     from endo_depth_model.pipeline import SHIPPED_MODEL_DIR
 
     monkeypatch.chdir(tmp_path)

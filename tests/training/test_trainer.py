@@ -18,7 +18,8 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from endo_depth_model.config import from_dict, to_dict
-from endo_depth_model.train import (
+from endo_depth_model.trainer import STATE_FILE, Trainer, _AugmentedClips, _collate, train
+from endo_depth_model.training_config import (
     DataConfig,
     LossConfig,
     ModelConfig,
@@ -26,7 +27,6 @@ from endo_depth_model.train import (
     ScheduleConfig,
     TrainConfig,
 )
-from endo_depth_model.trainer import STATE_FILE, Trainer, _AugmentedClips, _collate, train
 
 H, W, T = 28, 42, 2
 

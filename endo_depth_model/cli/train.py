@@ -1,9 +1,8 @@
 """``endo-depth train``: the command line of self-supervised fine-tuning.
 
 The configuration is a tree of dataclasses loaded from YAML (see ``recipes/train_*.yaml``), defined in
-:mod:`endo_depth_model.training_config` and re-exported here; the trainer itself lives in
-:mod:`endo_depth_model.trainer` and is imported only when the command runs, so that building the
-``endo-depth`` parser stays light.
+:mod:`endo_depth_model.training_config`; the trainer itself lives in :mod:`endo_depth_model.trainer` and
+is imported only when the command runs, so that building the ``endo-depth`` parser stays light.
 
 Multi-GPU / multi-node: launch the same command with ``torchrun`` (e.g. ``torchrun --nproc-per-node 4
 -m endo_depth_model.cli train --config ...``); each process trains ``batch_size`` clips, so the global
@@ -16,29 +15,7 @@ import argparse
 from pathlib import Path
 
 from endo_depth_model.config import ConfigError
-from endo_depth_model.training_config import (
-    DataConfig,
-    LossConfig,
-    ModelConfig,
-    OptimConfig,
-    ScheduleConfig,
-    TrainConfig,
-    load_train_config,
-)
-
-__all__ = [
-    "DataConfig",
-    "ModelConfig",
-    "LossConfig",
-    "OptimConfig",
-    "ScheduleConfig",
-    "TrainConfig",
-    "load_train_config",
-    "register",
-]
-
-
-# ---- command line ---------------------------------------------------------------------------------
+from endo_depth_model.training_config import load_train_config
 
 
 def register(subparsers) -> None:

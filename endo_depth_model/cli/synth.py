@@ -60,12 +60,18 @@ def run(args: argparse.Namespace) -> int:
     import yaml
     from tqdm import tqdm
 
-    from ..config import ConfigError, load_yaml, to_dict
-    from .folder import FolderWriter
-    from .rosbag import RosbagWriter
-    from .sequence import DataError
-    from .simulator import EndoscopySimulator, SimulatorConfig, SimulatorConfigError, colon_preset, preset
-    from .video import VideoWriter
+    from endo_depth_model.config import ConfigError, load_yaml, to_dict
+    from endo_depth_model.data.folder import FolderWriter
+    from endo_depth_model.data.rosbag import RosbagWriter
+    from endo_depth_model.data.sequence import DataError
+    from endo_depth_model.data.simulator import (
+        EndoscopySimulator,
+        SimulatorConfig,
+        SimulatorConfigError,
+        colon_preset,
+        preset,
+    )
+    from endo_depth_model.data.video import VideoWriter
 
     if args.preset in ("lap", "lap_unseen") and not args.config:
         return _run_laparoscopy(args)
@@ -191,11 +197,11 @@ def _run_laparoscopy(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .folder import FolderWriter
-    from .laparoscopy import LaparoscopySimulator, laparoscopy_preset
-    from .sequence import DataError
-    from .simulator import SimulatorConfigError
-    from .video import VideoWriter
+    from endo_depth_model.data.folder import FolderWriter
+    from endo_depth_model.data.laparoscopy import LaparoscopySimulator, laparoscopy_preset
+    from endo_depth_model.data.sequence import DataError
+    from endo_depth_model.data.simulator import SimulatorConfigError
+    from endo_depth_model.data.video import VideoWriter
 
     overrides = _frame_overrides(args)
     unsupported = [f for f in args.formats if f not in ("folder", "mp4")]

@@ -1,10 +1,12 @@
 """The ``endo-depth`` command.
 
-Each subcommand lives in the module that owns the work and exposes ``register(subparsers)``, which
-adds its parser and sets ``func`` (called with the parsed arguments, returns an exit code).
-Building the parser imports each registered module, so keep module imports light: import torch and
-other heavy dependencies inside the function that runs the subcommand. Module docstrings serve as
-descriptions; their reST markup is removed from every help text (:func:`plain`).
+Each subcommand has a module in this package that exposes ``register(subparsers)``, which adds its
+parser and sets ``func`` (called with the parsed arguments, returns an exit code): the argument wiring,
+the checks and the printing. The work itself is the library's (:mod:`endo_depth_model.infer`,
+:mod:`endo_depth_model.trainer`, ...), which never imports this package. Building the parser imports
+each registered module, so keep module imports light: import torch and other heavy dependencies inside
+the function that runs the subcommand. Module docstrings serve as descriptions; their reST markup is
+removed from every help text (:func:`plain`).
 """
 
 from __future__ import annotations
@@ -12,17 +14,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
-import sys
 
 # subcommand name -> module providing register(subparsers)
 COMMANDS: dict[str, str] = {
-    "infer": "endo_depth_model.infer",
-    "eval": "endo_depth_model.evaluate",
-    "synth": "endo_depth_model.data.synth_cli",
-    "train": "endo_depth_model.train",
-    "pretrain": "endo_depth_model.pretrain",
-    "export": "endo_depth_model.export",
-    "bench": "endo_depth_model.bench",
+    "infer": "endo_depth_model.cli.infer",
+    "eval": "endo_depth_model.cli.evaluate",
+    "synth": "endo_depth_model.cli.synth",
+    "train": "endo_depth_model.cli.train",
+    "pretrain": "endo_depth_model.cli.pretrain",
+    "export": "endo_depth_model.cli.export",
+    "bench": "endo_depth_model.cli.bench",
 }
 
 
@@ -76,7 +77,3 @@ def main(argv: list[str] | None = None, extra_commands: dict[str, str] | None = 
         parser.print_help()
         return 2
     return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
