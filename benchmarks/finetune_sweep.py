@@ -88,7 +88,7 @@ def render(work: Path, frames: dict, jobs: int) -> None:
         if task[0] == "source":
             # render_dataset caches one .npz per sequence under <out>/data; each subprocess renders one
             code = (
-                "from endo_depth_model.pretrain import PretrainConfig, render_dataset; "
+                "from endo_depth_model.training.pretrain import PretrainConfig, render_dataset; "
                 f"render_dataset(PretrainConfig(out={str(work / 'pretrain')!r}, sequences=1, "
                 f"first_seed={task[1]}, frames={frames['source']}))"
             )

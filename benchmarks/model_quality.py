@@ -43,7 +43,7 @@ REAL = ROOT.parent / "shared" / "data" / "real"
 
 def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path) -> dict:
     """A held-out sequence (the training data's renderer; ``tube`` is the target tube preset), cached."""
-    from endo_depth_model.pretrain import render_sequence
+    from endo_depth_model.training.pretrain import render_sequence
 
     path = cache / f"{preset}_{seed}_{frames}_{hw[0]}x{hw[1]}.npz"
     if not path.is_file():

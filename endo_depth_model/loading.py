@@ -4,7 +4,7 @@ folders and pose networks, and what a weights file says about itself.
 * depth: :func:`load_depth_model` builds Video Depth Anything, loads base weights (VDA / DA-V2), then an
   SSB adapter file or a training checkpoint folder, and returns a :class:`ModelBundle`;
 * pose: :func:`load_pose_model` builds the pose network its weights need and loads them;
-* checkpoint folders (written by :mod:`endo_depth_model.trainer`): ``ADAPTER_FILE``, ``POSE_FILE``,
+* checkpoint folders (written by :mod:`endo_depth_model.training.trainer`): ``ADAPTER_FILE``, ``POSE_FILE``,
   ``META_FILE`` and ``CONFIG_FILE``, read by :func:`load_checkpoint_weights` and
   :func:`checkpoint_base_weights`;
 * the shipped default model (:data:`SHIPPED_MODEL_DIR`, :func:`shipped_weights`, :func:`resolve_weights`);
@@ -44,7 +44,8 @@ __all__ = [
 
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "weights"
 
-# a training checkpoint folder (endo_depth_model.trainer writes it; the trainer's resume state is its own)
+# a training checkpoint folder (endo_depth_model.training.trainer writes it; the trainer's resume state is
+# its own)
 ADAPTER_FILE = "adapter.safetensors"
 POSE_FILE = "pose_net.safetensors"
 META_FILE = "meta.json"

@@ -3,7 +3,7 @@
 Each subcommand has a module in this package that exposes ``register(subparsers)``, which adds its
 parser and sets ``func`` (called with the parsed arguments, returns an exit code): the argument wiring,
 the checks and the printing. The work itself is the library's (:mod:`endo_depth_model.infer`,
-:mod:`endo_depth_model.trainer`, ...), which never imports this package. Building the parser imports
+:mod:`endo_depth_model.training.trainer`, ...), which never imports this package. Building the parser imports
 each registered module, so keep module imports light: import torch and other heavy dependencies inside
 the function that runs the subcommand. Module docstrings serve as descriptions; their reST markup is
 removed from every help text (:func:`plain`).

@@ -1,12 +1,12 @@
-"""``endo-depth pretrain``: the command line of :func:`endo_depth_model.pretrain.pretrain`, one option per
-field of :class:`~endo_depth_model.pretrain.PretrainConfig` with its default."""
+"""``endo-depth pretrain``: the command line of :func:`endo_depth_model.training.pretrain.pretrain`, one
+option per field of :class:`~endo_depth_model.training.pretrain.PretrainConfig` with its default."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
 
-from endo_depth_model.pretrain import PretrainConfig, pretrain
+from endo_depth_model.training.pretrain import PretrainConfig, pretrain
 
 
 def register(subparsers) -> None:

@@ -1,8 +1,9 @@
 """``endo-depth train``: the command line of self-supervised fine-tuning.
 
 The configuration is a tree of dataclasses loaded from YAML (see ``recipes/train_*.yaml``), defined in
-:mod:`endo_depth_model.training_config`; the trainer itself lives in :mod:`endo_depth_model.trainer` and
-is imported only when the command runs, so that building the ``endo-depth`` parser stays light.
+:mod:`endo_depth_model.training.config`; the trainer itself lives in
+:mod:`endo_depth_model.training.trainer` and is imported only when the command runs, so that
+building the ``endo-depth`` parser stays light.
 
 Multi-GPU / multi-node: launch the same command with ``torchrun`` (e.g. ``torchrun --nproc-per-node 4
 -m endo_depth_model.cli train --config ...``); each process trains ``batch_size`` clips, so the global
@@ -15,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from endo_depth_model.config import ConfigError
-from endo_depth_model.training_config import load_train_config
+from endo_depth_model.training.config import load_train_config
 
 
 def register(subparsers) -> None:
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"endo-depth train: {exc}", file=sys.stderr)
         return 2
-    from endo_depth_model.trainer import TrainError, train
+    from endo_depth_model.training.trainer import TrainError, train
 
     try:
         train(cfg, resume=args.resume)

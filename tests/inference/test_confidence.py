@@ -64,7 +64,7 @@ def test_confidence_map_combines_the_terms():
 def test_pipeline_confidence_on_a_rendered_sequence():
     from endo_depth_model.data.laparoscopy import fov_border_mask
     from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
-    from endo_depth_model.pretrain import render_sequence
+    from endo_depth_model.training.pretrain import render_sequence
 
     seq = render_sequence("target", 31, 4, 112, 140)
     stop = fov_border_mask(112, 140, "circle", 0.85)

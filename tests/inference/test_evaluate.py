@@ -194,7 +194,7 @@ def test_eval_with_training_checkpoint_reports_pose_ate(tmp_path, vitt_weights, 
 
     from endo_depth_model.cli import main
     from endo_depth_model.models.pose_net import PoseNet
-    from endo_depth_model.trainer import ADAPTER_FILE, META_FILE, POSE_FILE
+    from endo_depth_model.training.trainer import ADAPTER_FILE, META_FILE, POSE_FILE
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

@@ -151,7 +151,7 @@ def test_a_scope_held_still_stays_still_and_a_moving_one_moves():
     """The zero-motion test (``static_ratio``): repeated frames with noise and a moving blob (tissue
     pulled in front of a still scope) give identity steps; without it the pose network drifts; frames of
     a moving camera keep their predicted motion."""
-    from endo_depth_model.pretrain import render_sequence
+    from endo_depth_model.training.pretrain import render_sequence
 
     seq = render_sequence("target", 32, 6, 112, 140)
     rng = np.random.default_rng(0)

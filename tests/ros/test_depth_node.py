@@ -508,7 +508,7 @@ def test_a_scope_held_still_gives_a_still_pose_over_dds(ratio):
     """The shipped networks, a scope held still (one rendered view with sensor noise and something
     moving in front of it): with the zero-motion test (default static_ratio 0.7) every published pose
     stays at the identity and the steps are counted; without it (0) the pose network drifts."""
-    from endo_depth_model.pretrain import render_sequence
+    from endo_depth_model.training.pretrain import render_sequence
 
     seq = render_sequence("target", 32, 1, 112, 140)
     base = seq["rgb"][0]

@@ -11,7 +11,7 @@ import yaml
 
 from endo_depth_model.cli import main
 from endo_depth_model.config import ConfigError, to_dict
-from endo_depth_model.training_config import ScheduleConfig, TrainConfig, load_train_config
+from endo_depth_model.training.config import ScheduleConfig, TrainConfig, load_train_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from endo_depth_model.pretrain import (
+from endo_depth_model.training.pretrain import (
     PretrainConfig,
     apply_illumination,
     depth_log_loss,

@@ -18,8 +18,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from endo_depth_model.config import from_dict, to_dict
-from endo_depth_model.trainer import STATE_FILE, Trainer, _AugmentedClips, _collate, train
-from endo_depth_model.training_config import (
+from endo_depth_model.training.config import (
     DataConfig,
     LossConfig,
     ModelConfig,
@@ -27,6 +26,7 @@ from endo_depth_model.training_config import (
     ScheduleConfig,
     TrainConfig,
 )
+from endo_depth_model.training.trainer import STATE_FILE, AugmentedClips, Trainer, collate_clips, train
 
 H, W, T = 28, 42, 2
 
@@ -99,8 +99,8 @@ def make_cfg(out: Path, weights: Path, **schedule) -> TrainConfig:
 def test_gradients_reach_only_ssb_vectors_and_pose_net(tmp_path, weights, clips):
     cfg = make_cfg(tmp_path, weights, spatial_steps=1, temporal_steps=1)
     trainer = Trainer(cfg, train_clips=clips["train"], val_clips=clips["val"])
-    data = _AugmentedClips(clips["train"], augment=False)
-    batch = _collate([data[(0, None)]])
+    data = AugmentedClips(clips["train"], augment=False)
+    batch = collate_clips([data[(0, None)]])
     named = dict(trainer.module.named_parameters())
     before = {k: v.detach().clone() for k, v in named.items()}
 

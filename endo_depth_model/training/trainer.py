@@ -1,4 +1,5 @@
-"""The self-supervised EndoDAV trainer (used by ``endo-depth train``; configuration: :mod:`training_config`).
+"""The self-supervised EndoDAV trainer (used by ``endo-depth train``; configuration:
+:mod:`endo_depth_model.training.config`, clips and augmentation: :mod:`endo_depth_model.training.clips`).
 
 One training step, for a batch of clips of T frames with one extra neighbour frame on each side::
 
@@ -27,15 +28,11 @@ computation bitwise independent of the batch it is in.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
-import math
-import os
 import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +54,16 @@ from endo_depth_model.loading import (
     load_pose_model,
 )
 from endo_depth_model.losses import SelfSupervisedLoss
-from endo_depth_model.training_config import TrainConfig
+from endo_depth_model.training.clips import (
+    AugmentedClips,
+    ClipOrder,
+    TrainError,
+    augment_clip,
+    collate_clips,
+    every_nth,
+)
+from endo_depth_model.training.config import TrainConfig
+from endo_depth_model.training.distributed import DistInfo, all_reduce_sum, setup_distributed
 
 __all__ = [
     "TrainError",
@@ -76,232 +82,6 @@ STATE_FILE = "trainer_state.pt"
 TRAIN_LOG = "train_log.csv"
 VAL_LOG = "val_log.csv"
 LOG_TERMS = ("loss", "photometric", "smoothness", "projection", "automask")
-
-
-class TrainError(RuntimeError):
-    """Training cannot start or continue (bad data, missing checkpoint, inconsistent resume)."""
-
-
-# ---- distributed ----------------------------------------------------------------------------------
-
-
-@dataclass
-class DistInfo:
-    """This process's place in the run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
-    backend: str = "none"
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed(device_pref: str = "auto") -> DistInfo:
-    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group.
-
-    ``device_pref``: 'auto' (CUDA when available), 'cpu' or 'cuda'. Backend nccl on GPU, gloo on CPU.
-    """
-    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise TrainError("device 'cuda' requested but CUDA is not available")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    backend = "none"
-    if world > 1:
-        backend = "nccl" if use_cuda else "gloo"
-        if not dist.is_initialized():
-            dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistInfo(rank, world, local_rank, device, backend)
-
-
-def _all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.distributed:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
-
-
-# ---- data order and augmentation ----------------------------------------------------------------
-
-
-class ClipOrder:
-    """Deterministic order of training clips: a fresh permutation per pass over the data.
-
-    Global sample ``g = step * global_batch + j`` is clip ``perm_e[g % n]`` of pass ``e = g // n``;
-    process ``rank`` takes ``j`` in ``[rank * batch, (rank + 1) * batch)``. Each key is
-    ``(clip index, augmentation seed)`` where the seed depends only on ``(seed, g)``, so the same
-    global batch is seen for any number of processes and resuming needs only the step.
-    """
-
-    def __init__(
-        self, n: int, batch: int, world_size: int, rank: int, seed: int, start_step: int, end_step: int
-    ):
-        if n < 1:
-            raise TrainError("the training split holds no clips")
-        self.n, self.batch, self.world, self.rank = n, batch, world_size, rank
-        self.seed, self.start, self.end = seed, start_step, end_step
-        self._perm_epoch = -1
-        self._perm: list[int] = []
-
-    def _perm_for(self, epoch: int) -> list[int]:
-        if epoch != self._perm_epoch:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(self.n, generator=gen).tolist()
-            self._perm_epoch = epoch
-        return self._perm
-
-    def keys(self, step: int) -> list[tuple[int, int]]:
-        global_batch = self.batch * self.world
-        out = []
-        for j in range(self.rank * self.batch, (self.rank + 1) * self.batch):
-            g = step * global_batch + j
-            epoch, pos = divmod(g, self.n)
-            out.append((self._perm_for(epoch)[pos], (self.seed * 7_919 + g) % (2**63 - 1)))
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.end):
-            yield self.keys(step)
-
-    def __len__(self) -> int:
-        return max(0, self.end - self.start)
-
-
-def _rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
-    m = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    return torch.einsum("ij,...jhw->...ihw", m, x)
-
-
-def _yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    m = x.new_tensor([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]])
-    return torch.einsum("ij,...jhw->...ihw", m, x)
-
-
-def augment_clip(
-    frames: torch.Tensor, K: torch.Tensor, seed: int, depth: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Monodepth2-style augmentation of one clip, the same for all its frames.
-
-    ``frames`` (N, 3, H, W) float in [0, 1], ``K`` (3, 3), optional ``depth`` (N, H, W). With
-    probability 1/2 the clip is mirrored horizontally (frames, depth and ``K``: cx -> W - 1 - cx); with
-    probability 1/2 the networks' copy gets brightness, contrast, saturation (factors in [0.8, 1.2]) and
-    hue (±0.1 turn) jitter. Returns ``(frames, frames_net, K, depth)``: the geometric copy for the
-    losses and the jittered copy for the networks. Deterministic in ``seed``.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    u = torch.rand(6, generator=gen, dtype=torch.float64).tolist()
-    if u[0] < 0.5:
-        frames = frames.flip(-1)
-        depth = depth.flip(-1) if depth is not None else None
-        K = K.clone()
-        K[0, 2] = (frames.shape[-1] - 1) - K[0, 2]
-    net = frames
-    if u[1] < 0.5:
-        brightness, contrast, saturation = (0.8 + 0.4 * v for v in u[2:5])
-        hue = (u[5] - 0.5) * 0.2
-        net = net * brightness
-        mean = net.mean(dim=(-3, -2, -1), keepdim=True)
-        net = (net - mean) * contrast + mean
-        grey = 0.299 * net[:, 0:1] + 0.587 * net[:, 1:2] + 0.114 * net[:, 2:3]
-        net = (net - grey) * saturation + grey
-        yiq = _rgb_to_yiq(net)
-        c, s = math.cos(2 * math.pi * hue), math.sin(2 * math.pi * hue)
-        i, q = yiq[:, 1], yiq[:, 2]
-        yiq = torch.stack([yiq[:, 0], c * i - s * q, s * i + c * q], 1)
-        net = _yiq_to_rgb(yiq).clamp(0, 1)
-    return frames, net, K, depth
-
-
-# ---- clips ----------------------------------------------------------------------------------------
-
-
-def _clip_tensors(item) -> dict[str, torch.Tensor]:
-    """One clip-dataset item -> ``frames`` (N, 3, H, W) float32 in [0, 1], N = T + 2 (the clip with one
-    neighbour each side), ``K`` (3, 3) float32 and, when the source has it, ``depth`` (N, H, W) float32
-    (NaN invalid).
-
-    Accepts the items of :class:`endo_depth_model.data.sampler.ClipDataset` (``rgb`` (N, 3, H, W),
-    ``K`` (N, 3, 3), ``depth`` (N, 1, H, W), ``has_depth``) and plain dicts with ``frames`` as
-    (N, 3, H, W) / (N, H, W, 3), float or uint8, ``K`` (3, 3) and an optional ``depth`` (N, H, W).
-    """
-    if not isinstance(item, dict):
-        raise TrainError(f"clip dataset items must be mappings, got {type(item).__name__}")
-    key = "rgb" if "rgb" in item else "frames"
-    if key not in item or "K" not in item:
-        raise TrainError(f"clip dataset item needs 'rgb' (or 'frames') and 'K', got keys {sorted(item)}")
-    frames = torch.as_tensor(np.asarray(item[key]) if not isinstance(item[key], torch.Tensor) else item[key])
-    if frames.dim() != 4:
-        raise TrainError(f"clip frames must be (N, 3, H, W) or (N, H, W, 3), got {tuple(frames.shape)}")
-    if frames.shape[1] != 3 and frames.shape[-1] == 3:
-        frames = frames.permute(0, 3, 1, 2)
-    frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-    K = torch.as_tensor(
-        np.asarray(item["K"]) if not isinstance(item["K"], torch.Tensor) else item["K"]
-    ).float()
-    if K.dim() == 3:  # per-frame intrinsics of one sequence: the clip shares the first frame's
-        K = K[0]
-    out = {"frames": frames.contiguous(), "K": K[:3, :3].contiguous()}
-    depth = item.get("depth")
-    if depth is not None and item.get("has_depth", True):
-        depth = torch.as_tensor(np.asarray(depth) if not isinstance(depth, torch.Tensor) else depth).float()
-        out["depth"] = depth[:, 0] if depth.dim() == 4 else depth
-    return out
-
-
-def _every_nth(sequence, step: int):
-    """A view of ``sequence`` keeping every ``step``-th frame (a longer baseline between frames)."""
-    from endo_depth_model.data import Sequence
-
-    if step == 1:
-        return sequence
-    return Sequence(
-        name=f"{sequence.name}@{step}",
-        length=(len(sequence) + step - 1) // step,
-        load=lambda i: sequence.load(i * step),
-        meta=dict(sequence.meta),
-    )
-
-
-class _AugmentedClips(torch.utils.data.Dataset):
-    """Wraps a clip dataset; keys are ``(index, augmentation seed or None)``."""
-
-    def __init__(self, clips, augment: bool):
-        self.clips = clips
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, key):
-        index, seed = key
-        item = _clip_tensors(self.clips[index])
-        frames, K, depth = item["frames"], item["K"], item.get("depth")
-        net = frames
-        if self.augment and seed is not None:
-            frames, net, K, depth = augment_clip(frames, K, seed, depth)
-        out = {"frames": frames, "frames_net": net, "K": K}
-        if depth is not None:
-            out["depth"] = depth
-        return out
-
-
-def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    out = {key: torch.stack([it[key] for it in items]) for key in ("frames", "frames_net", "K")}
-    if all("depth" in it for it in items):
-        out["depth"] = torch.stack([it["depth"] for it in items])
-    return out
 
 
 # ---- the model under training -----------------------------------------------------------------------
@@ -537,7 +317,7 @@ class Trainer:
         sequences = []
         for src in sources:
             try:
-                sequences.extend(_every_nth(seq, d.frame_step) for seq in open_sequences(src))
+                sequences.extend(every_nth(seq, d.frame_step) for seq in open_sequences(src))
             except DataError as exc:
                 raise TrainError(f"data.{split}: cannot open {src!r}: {exc}") from exc
         try:
@@ -795,14 +575,14 @@ class Trainer:
             list(range(n)) if k == 0 or k >= n else [round(i * (n - 1) / max(k - 1, 1)) for i in range(k)]
         )
         mine = indices[self.info.rank :: self.info.world_size]
-        data = _AugmentedClips(self.val_clips, augment=False)
+        data = AugmentedClips(self.val_clips, augment=False)
         if self.info.distributed:  # every shard evaluates the same pose net (rank 0's BatchNorm stats)
             for buffer in self.module.buffers():
                 dist.broadcast(buffer, src=0)
         self.module.eval()
         sums = torch.zeros(4, dtype=torch.float64)  # loss, clips, abs_rel sum, frames with gt
         for i in mine:
-            batch = _collate([data[(i, None)]])
+            batch = collate_clips([data[(i, None)]])
             out = self.module(
                 batch["frames"].to(self.info.device),
                 batch["frames_net"].to(self.info.device),
@@ -818,7 +598,7 @@ class Trainer:
                         sums[2] += value
                         sums[3] += 1
         self.module.train()
-        sums = _all_reduce_sum(sums.to(self.info.device), self.info).cpu()
+        sums = all_reduce_sum(sums.to(self.info.device), self.info).cpu()
         metrics = {"loss": float(sums[0] / max(sums[1], 1))}
         if sums[3] > 0:
             metrics["abs_rel"] = float(sums[2] / sums[3])
@@ -846,12 +626,12 @@ class Trainer:
             self.step,
             end_step,
         )
-        data = _AugmentedClips(self.train_clips, augment=self.cfg.data.augment)
+        data = AugmentedClips(self.train_clips, augment=self.cfg.data.augment)
         workers = self.cfg.data.num_workers
         return torch.utils.data.DataLoader(
             data,
             batch_sampler=order,
-            collate_fn=_collate,
+            collate_fn=collate_clips,
             num_workers=workers,
             persistent_workers=False,
             pin_memory=self.info.device.type == "cuda",
@@ -877,7 +657,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         values = torch.stack([out[k].detach().double().sum() for k in LOG_TERMS])
-        total = _all_reduce_sum(values, self.info) / (self.cfg.batch_size * self.info.world_size)
+        total = all_reduce_sum(values, self.info) / (self.cfg.batch_size * self.info.world_size)
         self.step += 1
         return {"phase": phase, **{k: float(v) for k, v in zip(LOG_TERMS, total, strict=True)}}
 

@@ -1,6 +1,6 @@
 """The typed training configuration of ``endo-depth train``: a tree of dataclasses loaded from YAML.
 
-See ``recipes/train_*.yaml``. The trainer (:mod:`endo_depth_model.trainer`) and the command line
+See ``recipes/train_*.yaml``. The trainer (:mod:`endo_depth_model.training.trainer`) and the command line
 (:mod:`endo_depth_model.cli.train`) both read it.
 """
 
