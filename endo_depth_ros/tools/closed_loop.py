@@ -88,6 +88,8 @@ def node_commands(args) -> dict[str, list[str]]:
     }
     if args.weights:
         depth["model.weights"] = args.weights
+    if args.pose_weights:
+        depth["model.pose_weights"] = args.pose_weights
     control = {
         "use_sim_time": True,
         "standoff_m": args.standoff_mm / 1000.0,
@@ -506,6 +508,11 @@ def register(subparsers) -> None:
     p.add_argument("--input-height", type=int, default=56, help="depth network input height")
     p.add_argument("--input-width", type=int, default=70, help="depth network input width")
     p.add_argument("--weights", default="", help="VDA weights (default: the shipped model)")
+    p.add_argument(
+        "--pose-weights",
+        default="",
+        help="pose network weights (default: the shipped one); sets the metric scale",
+    )
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--kinematic-window", type=int, default=90, help="frame pairs of the kinematic scale")
     p.add_argument("--kinematic-min-pairs", type=int, default=10)
