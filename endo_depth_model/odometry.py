@@ -177,3 +177,66 @@ def zero_motion_errors(
         return float("nan"), float("nan")
     moved = min(float(np.median(np.abs(c - x)[valid])) for x in warped)
     return float(np.median(np.abs(c - p)[valid])), moved
+
+
+def photometric_scale(
+    prev,
+    cur,
+    depth: np.ndarray,
+    K: np.ndarray,
+    T_measured: np.ndarray,
+    candidates: np.ndarray | None = None,
+    blur: float = 1.5,
+    min_gain: float = 0.9,
+) -> float:
+    """The metric scale of a relative ``depth`` from one frame pair and the camera's *measured* motion.
+
+    The previous frame is warped into the current one through ``s * depth`` and the measured rigid motion
+    ``T_measured`` (4, 4, metres: current-camera points into the previous camera, e.g. the robot's
+    kinematics); the scale ``s`` (metres per unit of ``depth``) whose warp best explains the current frame
+    (least median absolute grey difference) is returned. Warping through ``s * depth`` with translation
+    ``t`` equals warping through ``depth`` with ``t / s``, so only the translation is divided. The answer is
+    tied to the depth itself, not to a pose network's translation length. ``prev``, ``cur`` (1, 3, h, w)
+    torch images in [0, 1]; ``depth`` (h, w) NaN where unknown; ``K`` (3, 3) at (h, w). ``candidates``:
+    the scales tried (default 41 log-spaced from 0.01 to 100). NaN when the pair carries no scale
+    information: too few pixels, the best error not below ``min_gain`` x the unmoved frame's (a motion
+    too small to see), or the best scale at the end of the candidates."""
+    import torch
+
+    from endo_depth_model import geometry
+
+    cands = np.geomspace(0.01, 100.0, 41) if candidates is None else np.asarray(candidates, dtype=np.float64)
+    h, w = depth.shape
+    known = np.isfinite(depth) & (depth > 0)
+    if known.mean() < 0.05:
+        return float("nan")
+    d = torch.from_numpy(np.where(known, depth, 1.0).astype(np.float32))[None, None]
+    Kt = torch.as_tensor(K, dtype=torch.float32)
+    grey = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
+    g_prev, g_cur = (prev.float() * grey).sum(1, keepdim=True), (cur.float() * grey).sum(1, keepdim=True)
+    if blur > 0:
+        g_prev, g_cur = _gaussian_blur(g_prev, blur), _gaussian_blur(g_cur, blur)
+    c, p = g_cur[0, 0].numpy(), g_prev[0, 0].numpy()
+    points = geometry.backproject(d, Kt)
+    errors = []
+    for s in cands:
+        T = np.array(T_measured, dtype=np.float64)
+        T[:3, 3] = T[:3, 3] / s
+        pix, z = geometry.project(points, Kt, torch.as_tensor(T, dtype=torch.float32)[None])
+        warped = geometry.sample(g_prev, pix).reshape(h, w).numpy()
+        u, v = pix[0, :, 0].reshape(h, w).numpy(), pix[0, :, 1].reshape(h, w).numpy()
+        ok = known & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (z[0].reshape(h, w).numpy() > 0)
+        errors.append(float(np.median(np.abs(c - warped)[ok])) if ok.mean() >= 0.05 else float("inf"))
+    best = int(np.argmin(errors))
+    still = float(np.median(np.abs(c - p)[known]))
+    # the largest scale is the measured rotation with (almost) no translation: a pair whose translation
+    # does not change the warp (too small, or along the view of a flat scene) says nothing about the scale
+    if not np.isfinite(errors[best]) or best in (0, len(cands) - 1):
+        return float("nan")
+    if errors[best] > min_gain * min(still, errors[-1]):
+        return float("nan")
+    x = np.log(cands[best - 1 : best + 2])
+    y = np.asarray(errors[best - 1 : best + 2])
+    curvature = y[0] - 2 * y[1] + y[2]
+    shift = 0.5 * (y[0] - y[2]) / curvature if curvature > 0 else 0.0  # parabola through the three
+    return float(np.exp(x[1] + float(np.clip(shift, -0.5, 0.5)) * (x[2] - x[1])))

@@ -21,6 +21,7 @@ from endo_depth_model.runtime.precision import PRECISIONS, PrecisionError, autoc
 
 LATENCY_MODES = ("auto", "causal", "aligned")
 FOV_MODES = ("auto", "off")
+KINEMATIC_SOURCES = ("pose", "photometric")
 #: the disparity-to-depth range of weights that store none (official VDA checkpoints), metres nominal
 DEFAULT_DEPTH_RANGE = (0.001, 0.3)
 
@@ -61,6 +62,11 @@ class PipelineConfig:
     kinematic_window: int = 30
     kinematic_min_pairs: int = 5
     kinematic_min_motion_m: float = 1e-4
+    # where the kinematic scale comes from: pose = the measured translation over the pose network's
+    # (needs the two to share the depth's unit, which varies from scene to scene); photometric = the scale
+    # at which the previous frame, warped through the depth by the measured motion, matches the current
+    # one (endo_depth_model.odometry.photometric_scale; needs the intrinsics)
+    kinematic_source: str = "pose"
     # the pose network sees the frames at this fraction of the input size: at 0.75 its 5-frame ATE on
     # held-out target sequences equals full size (0.411 vs 0.412 mm), rotation error 1.30 vs 1.28 deg
     # per pair, for 57 % of the compute (docs/BENCHMARKS.md)
@@ -120,6 +126,10 @@ class PipelineConfig:
             )
         elif self.min_depth > 0 and self.max_depth > 0 and not self.min_depth < self.max_depth:
             problems.append(f"need 0 < min_depth ({self.min_depth}) < max_depth ({self.max_depth})")
+        if self.kinematic_source not in KINEMATIC_SOURCES:
+            problems.append(
+                f"kinematic_source {self.kinematic_source!r} must be one of {', '.join(KINEMATIC_SOURCES)}"
+            )
         if self.scale_mode not in SCALE_MODES:
             problems.append(f"scale_mode {self.scale_mode!r} is not one of {SCALE_MODES}")
         if not 0.0 <= self.static_ratio <= 1.0:
@@ -411,27 +421,52 @@ class DepthPipeline:
         # fed (previous, current): the inverted transform maps current-camera points to the previous camera
         return pose_vec_to_mat(axis_angle, translation, invert=True)[0].double().cpu().numpy()
 
-    def push_measured_motion(self, predicted_translation, measured_translation_m) -> bool:
-        """Feed the kinematic scale estimator one (predicted, measured) translation pair."""
-        return self.scale.push(predicted_translation, measured_translation_m)
+    def push_measured_motion(self, predicted_translation, measured_translation_m, T_measured=None) -> bool:
+        """Feed the kinematic scale estimator one frame pair's measured motion (metres); returns True when
+        the pair was informative and kept.
 
-    def _zero_motion(self, step: np.ndarray, K: np.ndarray) -> np.ndarray:
-        """The identity instead of ``step`` when the zero-motion test says the camera stood still."""
+        ``kinematic_source`` pose: the pair is (the pose network's translation, the measured translation).
+        photometric: the scale is measured from the depth itself (:func:`~endo_depth_model.odometry.
+        photometric_scale` on the latest frame pair, through the full measured motion ``T_measured``
+        (4, 4), current-camera points into the previous camera); it needs ``T_measured`` and the
+        intrinsics of the pushed frames."""
+        if self.cfg.kinematic_source == "pose":
+            return self.scale.push(predicted_translation, measured_translation_m)
+        from endo_depth_model.odometry import photometric_scale
+
+        pair = None if T_measured is None else self._pair_at_pose_size(self._last_K)
+        if pair is None:
+            return False
+        s = photometric_scale(*pair, np.asarray(T_measured, dtype=np.float64))
+        if not np.isfinite(s):
+            return False
+        measured = np.asarray(T_measured, dtype=np.float64)[:3, 3]
+        return self.scale.push(measured / s, measured)
+
+    def _pair_at_pose_size(self, K):
+        """(previous image, current image, relative depth, intrinsics) of the latest frame pair at the pose
+        network's input size, or None without a pair, a depth or intrinsics."""
         import cv2
 
         from endo_depth_model.geometry import scale_intrinsics
-        from endo_depth_model.odometry import zero_motion_errors
 
-        last = self._last_depth
-        if last is None:
-            return step
-        prev, cur = self._pose_pair
+        last, pair = self._last_depth, self._pose_pair
+        if last is None or pair is None or pair[0] is None or K is None:
+            return None
+        prev, cur = pair
         h, w = cur.shape[-2:]
         H, W = last.depth.shape
         depth = cv2.resize(last.relative_depth, (w, h), interpolation=cv2.INTER_NEAREST)
-        e_still, e_moved = zero_motion_errors(
-            prev.cpu(), cur.cpu(), depth, scale_intrinsics(K, w / W, h / H), step
-        )
+        return prev.cpu(), cur.cpu(), depth, scale_intrinsics(K, w / W, h / H)
+
+    def _zero_motion(self, step: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """The identity instead of ``step`` when the zero-motion test says the camera stood still."""
+        from endo_depth_model.odometry import zero_motion_errors
+
+        pair = self._pair_at_pose_size(K)
+        if pair is None:
+            return step
+        e_still, e_moved = zero_motion_errors(*pair, step)
         self.stats.zero_motion.append((e_still, e_moved))
         del self.stats.zero_motion[:-300]
         if np.isfinite(e_still) and e_still <= self.cfg.static_ratio * e_moved:

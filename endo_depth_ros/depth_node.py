@@ -33,7 +33,14 @@ from endo_depth_model.colormap import ColorRange, colorize_depth
 from endo_depth_model.image_encoding import ImageEncodingError, decode_compressed
 from endo_depth_model.models.video_depth_anything import VDA_CONFIGS
 from endo_depth_model.odometry import SCALE_MODES
-from endo_depth_model.pipeline import FOV_MODES, LATENCY_MODES, DepthPipeline, PipelineConfig, PipelineError
+from endo_depth_model.pipeline import (
+    FOV_MODES,
+    KINEMATIC_SOURCES,
+    LATENCY_MODES,
+    DepthPipeline,
+    PipelineConfig,
+    PipelineError,
+)
 from endo_depth_model.rectify import DistortionError, make_rectifier
 from endo_depth_model.runtime import BACKENDS
 from endo_depth_model.runtime.precision import PRECISIONS
@@ -136,6 +143,13 @@ PARAMETERS: tuple[Param, ...] = (
         "informative pairs needed before kinematic depth is metric",
         "kinematic_min_pairs",
         (1, 10000, 1),
+    ),
+    Param(
+        "kinematic_source",
+        "kinematic scale from: pose (measured over the pose network's translation) or photometric (the "
+        "scale at which the measured motion warps the previous frame onto the current one through the depth)",
+        "kinematic_source",
+        choices=KINEMATIC_SOURCES,
     ),
     Param(
         "kinematic_min_motion_m",
@@ -604,8 +618,8 @@ class DepthNode(Node):
         robot = self._robot_pose_at(conv.stamp_to_ns(frame.header.stamp))
         if robot is not None:
             if self._prev_robot is not None:
-                measured = (np.linalg.inv(self._prev_robot) @ robot)[:3, 3]
-                self.pipeline.push_measured_motion(motion.T_prev_cur[:3, 3], measured)
+                T_measured = np.linalg.inv(self._prev_robot) @ robot
+                self.pipeline.push_measured_motion(motion.T_prev_cur[:3, 3], T_measured[:3, 3], T_measured)
             self._prev_robot = robot
         elif self.pipeline_cfg.scale_mode == "kinematic":
             # no measured pose for this frame: the pair chain breaks, so motion measured across the gap

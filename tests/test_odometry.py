@@ -82,6 +82,21 @@ def _textured_pair(T: np.ndarray):
     return tex, cur, depth, K
 
 
+def test_photometric_scale_recovers_the_depth_unit_from_the_measured_motion():
+    from endo_depth_model.odometry import photometric_scale
+
+    T = np.eye(4)
+    T[:3, 3] = [0.002, -0.001, 0.001]  # measured (metric) motion: 2 mm sideways
+    prev, cur, depth, K = _textured_pair(T)
+    # the relative depth is the true depth in an unknown unit: 0.05 m read as 0.0125, i.e. 4 m per unit
+    s = photometric_scale(prev, cur, depth / 4.0, K, T)
+    assert abs(s / 4.0 - 1) < 0.1, s
+    assert abs(photometric_scale(prev, cur, depth * 2.5, K, T) * 2.5 - 1) < 0.1  # 0.4 m per unit
+    # no information: a still camera (the measured motion is not in the images), no known depth
+    assert np.isnan(photometric_scale(prev, prev, depth, K, T))
+    assert np.isnan(photometric_scale(prev, cur, np.full_like(depth, np.nan), K, T))
+
+
 def test_zero_motion_errors_tell_a_moving_camera_from_a_still_one():
     import torch
 

@@ -90,6 +90,7 @@ def node_commands(args) -> dict[str, list[str]]:
         depth["model.weights"] = args.weights
     if args.pose_weights:
         depth["model.pose_weights"] = args.pose_weights
+    depth["kinematic_source"] = args.kinematic_source
     control = {
         "use_sim_time": True,
         "standoff_m": args.standoff_mm / 1000.0,
@@ -508,6 +509,12 @@ def register(subparsers) -> None:
     p.add_argument("--input-height", type=int, default=56, help="depth network input height")
     p.add_argument("--input-width", type=int, default=70, help="depth network input width")
     p.add_argument("--weights", default="", help="VDA weights (default: the shipped model)")
+    p.add_argument(
+        "--kinematic-source",
+        choices=("pose", "photometric"),
+        default="pose",
+        help="where the node's kinematic scale comes from (node parameter kinematic_source)",
+    )
     p.add_argument(
         "--pose-weights",
         default="",
