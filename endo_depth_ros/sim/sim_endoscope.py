@@ -61,6 +61,10 @@ class SimParams:
     max_angular_speed: float = 1.0  # rad/s
     guard_clearance_m: float = 0.002  # closest the camera centre may come to the wall
     window_fraction: float = 0.33  # side of the central window, as a fraction of the image side
+    # fault injection: from this simulated time on the published image stops changing (a hung frame
+    # grabber: stamps, measured_cp and ground truth go on); 0 = off. A depth that follows the image then
+    # cannot follow the motion, whatever the model: the controller's plausibility guard must catch it
+    freeze_image_after_s: float = 0.0
     world_frame: str = "world"
     camera_frame: str = "endoscope_optical"
 
@@ -81,6 +85,8 @@ PARAM_DOCS = {
     "max_angular_speed": "rad/s limit of the camera's rotation",
     "guard_clearance_m": "closest distance (m) of the camera centre to the wall; closer steps are refused",
     "window_fraction": "side of the central window of ground_truth/window_distance (fraction of the image)",
+    "freeze_image_after_s": "fault injection: the image stops changing from this simulated time on "
+    "(stamps, measured_cp and ground truth go on); 0 = off",
     "world_frame": "frame of measured_cp, ground_truth/pose and target_pose",
     "camera_frame": "frame_id of the images (REP 103 optical frame)",
 }
@@ -156,6 +162,7 @@ class SimEndoscope(Node):
         p = self.params
         self.sim = make_scene(p.preset, p.seed, p.height, p.width)
         self.T_world_cam = start_pose(self.sim)
+        self._frozen_rgb: np.ndarray | None = None
         self.K = self.sim.K.copy()
         self.frame_index = 0
         self.frames_published = 0
@@ -340,6 +347,14 @@ class SimEndoscope(Node):
         p = self.params
         t0 = time.perf_counter()
         frame = self.sim.render_pose(self.T_world_cam, self.frame_index)
+        rgb = frame.rgb
+        if 0 < p.freeze_image_after_s <= self.sim_time_s() - START_TIME_S:
+            if self._frozen_rgb is None:
+                self._frozen_rgb = rgb
+                self.get_logger().warning(
+                    f"fault injection: the image is frozen from {p.freeze_image_after_s} s on"
+                )
+            rgb = self._frozen_rgb
         self.render_ms.append((time.perf_counter() - t0) * 1e3)
         del self.render_ms[:-500]
         stamp_ns = int(round(self.sim_time_s() * 1e9))
@@ -370,7 +385,7 @@ class SimEndoscope(Node):
                 )
             )
         self.pub_info.publish(conv.make_camera_info(self.K, p.height, p.width, header))
-        self.pub_image.publish(conv.array_to_image_msg(frame.rgb, "rgb8", header))
+        self.pub_image.publish(conv.array_to_image_msg(rgb, "rgb8", header))
         self.frames_published += 1
         self.frame_index += 1
 

@@ -65,6 +65,7 @@ def node_commands(args) -> dict[str, list[str]]:
         "lockstep_max_lag": args.lockstep_max_lag,
         "min_subscribers": 2,  # the depth node and this observer
         "window_fraction": float(args.window_fraction),
+        "freeze_image_after_s": float(args.freeze_image_after_s),
     }
     depth = {
         "use_sim_time": True,
@@ -528,6 +529,12 @@ def register(subparsers) -> None:
         "--no-plausibility-check",
         action="store_true",
         help="controller without its guard (advances whether or not the depth follows the motion)",
+    )
+    p.add_argument(
+        "--freeze-image-after-s",
+        type=float,
+        default=0.0,
+        help="fault injection: the simulator's image stops changing from this simulated time on (0 = off)",
     )
     p.add_argument("--lockstep-max-lag", type=int, default=10, help="frames images may lead the commands")
     p.add_argument(
