@@ -12,6 +12,7 @@ from pathlib import Path
 
 from endo_depth_model import infer, loading
 from endo_depth_model.infer import InferError, InferOptions, load_depth_model, run_infer, source_path
+from endo_depth_model.runtime import BACKENDS
 
 
 def resolve_model_defaults(args: argparse.Namespace) -> None:
@@ -58,7 +59,7 @@ def add_model_arguments(p: argparse.ArgumentParser, precision_default: str = "au
     g.add_argument(
         "--backend",
         default="torch",
-        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        choices=("auto", *BACKENDS),
         help="inference backend (infer only; default torch; auto = fastest available)",
     )
     g.add_argument(
