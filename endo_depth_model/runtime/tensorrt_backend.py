@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from endo_depth_model.models import FrameFeatures, VDAConfig
-
-from .base import Backend, BackendError, BackendUnavailable, EngineError, chunked, finish_output
-from .graphs import ExportError, GraphMetadata, check_pair, default_cache_dir, graph_sha256, read_metadata
+from .base import BackendError, BackendUnavailable, EngineError
+from .graph_backend import GraphBackend
+from .graphs import ExportError, GraphMetadata, default_cache_dir, graph_sha256, read_metadata
 
 __all__ = [
     "PRECISIONS",
@@ -432,7 +431,7 @@ class _Engine:
         self.context = self.engine = None
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(GraphBackend):
     """The exported encoder and head graphs as TensorRT engines (fp32 or fp16 with fp32 islands).
 
     Engines come from the on-disk cache (built there first when ``build`` is True). Outputs are CPU
@@ -440,6 +439,7 @@ class TensorRTBackend(Backend):
     """
 
     name = "tensorrt"
+    graph_error = EngineError
 
     def __init__(
         self,
@@ -453,17 +453,9 @@ class TensorRTBackend(Backend):
         reason = tensorrt_unavailable_reason()
         if reason:
             raise BackendUnavailable(reason)
-        try:
-            enc_meta, head_meta = read_metadata(encoder_path), read_metadata(head_path)
-            check_pair(enc_meta, head_meta)
-        except ExportError as exc:
-            raise EngineError(str(exc)) from exc
-        config = VDAConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in enc_meta.model_config.items()}
-        )
-        super().__init__(config, "cuda", input_hw=enc_meta.input_hw, window=head_meta.frames)
+        self._read_graphs(encoder_path, head_path, "cuda")
+        enc_meta, head_meta = self.encoder_meta, self.head_meta
         self.precision = precision
-        self.encoder_meta, self.head_meta = enc_meta, head_meta
         self.engine_paths = tuple(
             build_or_load_engine(p, precision, cache_dir, workspace_gib, build)
             for p in (encoder_path, head_path)
@@ -479,38 +471,9 @@ class TensorRTBackend(Backend):
             engines.append(_Engine(path, EngineCache.load_file(path, key), meta))
         self.encoder, self.head = engines
 
-    @torch.inference_mode()
-    def encode(self, frames: torch.Tensor) -> FrameFeatures:
-        frames = self._check_frames(frames)
-        b, t = frames.shape[:2]
-        flat = frames.detach().to("cpu", torch.float32).flatten(0, 1)
-        names = list(self.encoder_meta.outputs)
-        parts: list[list[np.ndarray]] = [[] for _ in names]
-        for chunk, valid in chunked(flat, self.encoder_meta.frames):
-            out = self.encoder.run({self.encoder_meta.inputs[0]: chunk.contiguous().numpy()})
-            for i, name in enumerate(names):
-                parts[i].append(out[name][:valid].astype(np.float32, copy=False))
-        layers = tuple(torch.from_numpy(np.concatenate(p, axis=0)).unflatten(0, (b, t)) for p in parts)
-        return FrameFeatures(layers, self.encoder_meta.patch_hw)  # type: ignore[arg-type]
-
-    @torch.inference_mode()
-    def decode(
-        self,
-        features: FrameFeatures,
-        image_hw: tuple[int, int] | None = None,
-        output_frames: slice | None = None,
-    ) -> torch.Tensor:
-        self._check_window(features)
-        outs = []
-        for i in range(features.layers[0].shape[0]):
-            feeds = {
-                n: x[i].detach().to("cpu", torch.float32).contiguous().numpy()
-                for n, x in zip(self.head_meta.inputs, features.layers, strict=True)
-            }
-            out = self.head.run(feeds)[self.head_meta.outputs[0]]
-            outs.append(torch.from_numpy(out.astype(np.float32, copy=False)))
-        hw = image_hw if image_hw is not None else features.image_hw
-        return finish_output(torch.stack(outs), hw, output_frames)
+    def _run(self, graph, feeds, names):
+        out = graph.run(feeds)
+        return [out[name] for name in names]
 
     def describe(self) -> str:
         return super().describe() + f" [{self.precision}, engines {[p.name for p in self.engine_paths]}]"
