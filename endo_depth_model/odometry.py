@@ -129,6 +129,32 @@ def scale_motion(T: np.ndarray, k: float) -> np.ndarray:
     return out
 
 
+def _grey_warps(prev, cur, depth: np.ndarray, known: np.ndarray, K: np.ndarray, motions, blur: float):
+    """What the photometric tests share: the current and previous frames in grey (blurred by ``blur``), and
+    the previous frame warped through ``depth`` by each motion of ``motions`` (4, 4: current-camera points
+    into the previous camera) with the mask of pixels that land inside the image in front of the camera.
+    Returns ``(current, previous, [(warped, inside), ...])``, numpy (h, w)."""
+    import torch
+
+    from endo_depth_model import geometry
+
+    h, w = depth.shape
+    d = torch.from_numpy(np.where(known, depth, 1.0).astype(np.float32))[None, None]
+    Kt = torch.as_tensor(K, dtype=torch.float32)
+    grey = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
+    g_prev, g_cur = (prev.float() * grey).sum(1, keepdim=True), (cur.float() * grey).sum(1, keepdim=True)
+    if blur > 0:  # sensor noise would otherwise dominate the errors where the motion is small
+        g_prev, g_cur = _gaussian_blur(g_prev, blur), _gaussian_blur(g_cur, blur)
+    points = geometry.backproject(d, Kt)
+    warps = []
+    for T in motions:
+        pix, z = geometry.project(points, Kt, torch.as_tensor(T, dtype=torch.float32)[None])
+        u, v = pix[0, :, 0].reshape(h, w).numpy(), pix[0, :, 1].reshape(h, w).numpy()
+        inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (z[0].reshape(h, w).numpy() > 0)
+        warps.append((geometry.sample(g_prev, pix).reshape(h, w).numpy(), inside))
+    return g_cur[0, 0].numpy(), g_prev[0, 0].numpy(), warps
+
+
 def zero_motion_errors(
     prev,
     cur,
@@ -150,29 +176,14 @@ def zero_motion_errors(
     wrong (depth and translation do not share one unit) is not taken for no motion. The median ignores
     what moves on its own (instruments, pulled tissue) as long as it covers less than half of the view.
     """
-    import torch
-
-    from endo_depth_model import geometry
-
-    h, w = depth.shape
     known = np.isfinite(depth) & (depth > 0)
     if known.mean() < 0.05:
         return float("nan"), float("nan")
-    d = torch.from_numpy(np.where(known, depth, 1.0).astype(np.float32))[None, None]
-    Kt = torch.as_tensor(K, dtype=torch.float32)
-    grey = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
-    g_prev, g_cur = (prev.float() * grey).sum(1, keepdim=True), (cur.float() * grey).sum(1, keepdim=True)
-    if blur > 0:  # sensor noise would otherwise dominate both errors where the motion is small
-        g_prev, g_cur = _gaussian_blur(g_prev, blur), _gaussian_blur(g_cur, blur)
-    c, p = g_cur[0, 0].numpy(), g_prev[0, 0].numpy()
-    points = geometry.backproject(d, Kt)
-    warped, valid = [], known.copy()
-    for k in scales:
-        T = scale_motion(T_prev_cur, k) if k != 1.0 else T_prev_cur
-        pix, z = geometry.project(points, Kt, torch.as_tensor(T, dtype=torch.float32)[None])
-        warped.append(geometry.sample(g_prev, pix).reshape(h, w).numpy())
-        u, v = pix[0, :, 0].reshape(h, w).numpy(), pix[0, :, 1].reshape(h, w).numpy()
-        valid &= (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (z[0].reshape(h, w).numpy() > 0)
+    motions = [scale_motion(T_prev_cur, k) if k != 1.0 else T_prev_cur for k in scales]
+    c, p, warps = _grey_warps(prev, cur, depth, known, K, motions, blur)
+    warped, valid = [x for x, _ in warps], known.copy()
+    for _, inside in warps:
+        valid &= inside
     if valid.mean() < 0.05:
         return float("nan"), float("nan")
     moved = min(float(np.median(np.abs(c - x)[valid])) for x in warped)
@@ -199,33 +210,22 @@ def photometric_scale(
     tied to the depth itself, not to a pose network's translation length. ``prev``, ``cur`` (1, 3, h, w)
     torch images in [0, 1]; ``depth`` (h, w) NaN where unknown; ``K`` (3, 3) at (h, w). ``candidates``:
     the scales tried (default 41 log-spaced from 0.01 to 100). NaN when the pair carries no scale
-    information: too few pixels, the best error not below ``min_gain`` x the unmoved frame's (a motion
-    too small to see), or the best scale at the end of the candidates."""
-    import torch
-
-    from endo_depth_model import geometry
-
+    information: too few pixels, the best error not below ``min_gain`` x the lesser of the unmoved frame's
+    and the largest candidate's (the measured rotation without translation: a translation too small to
+    see), or the best scale at the end of the candidates."""
     cands = np.geomspace(0.01, 100.0, 41) if candidates is None else np.asarray(candidates, dtype=np.float64)
-    h, w = depth.shape
     known = np.isfinite(depth) & (depth > 0)
     if known.mean() < 0.05:
         return float("nan")
-    d = torch.from_numpy(np.where(known, depth, 1.0).astype(np.float32))[None, None]
-    Kt = torch.as_tensor(K, dtype=torch.float32)
-    grey = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
-    g_prev, g_cur = (prev.float() * grey).sum(1, keepdim=True), (cur.float() * grey).sum(1, keepdim=True)
-    if blur > 0:
-        g_prev, g_cur = _gaussian_blur(g_prev, blur), _gaussian_blur(g_cur, blur)
-    c, p = g_cur[0, 0].numpy(), g_prev[0, 0].numpy()
-    points = geometry.backproject(d, Kt)
-    errors = []
+    motions = []
     for s in cands:
         T = np.array(T_measured, dtype=np.float64)
         T[:3, 3] = T[:3, 3] / s
-        pix, z = geometry.project(points, Kt, torch.as_tensor(T, dtype=torch.float32)[None])
-        warped = geometry.sample(g_prev, pix).reshape(h, w).numpy()
-        u, v = pix[0, :, 0].reshape(h, w).numpy(), pix[0, :, 1].reshape(h, w).numpy()
-        ok = known & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (z[0].reshape(h, w).numpy() > 0)
+        motions.append(T)
+    c, p, warps = _grey_warps(prev, cur, depth, known, K, motions, blur)
+    errors = []
+    for warped, inside in warps:
+        ok = known & inside
         errors.append(float(np.median(np.abs(c - warped)[ok])) if ok.mean() >= 0.05 else float("inf"))
     best = int(np.argmin(errors))
     still = float(np.median(np.abs(c - p)[known]))
