@@ -5,7 +5,11 @@ Held-out presets (never used in training; rendered once into ``--data``):
 
 * ``tube``: the target tube preset, seeds 31-33 (the model card's earlier held-out set);
 * ``lap``: domain-randomised laparoscopy with instruments, seeds 9001-9003;
-* ``lap_unseen``: laparoscopy with textures and lighting that training never draws, seeds 9101-9103.
+* ``lap_unseen``: laparoscopy with textures and lighting that training never draws, seeds 9101-9103;
+* ``dome``: a closed lumen end (the closed-loop simulation's kind of scene), seeds 9201-9203.
+
+``--input-size`` sets the network's input (default 224x280, the node's); smaller sizes show how the depth
+holds up where users lower ``input_height`` for speed (the closed loop runs at 56x70).
 
 Methods: the model with EndoDAV's aligned streaming (T = 32, overlap 10), the model per frame (T = 1,
 no alignment), the light heuristic (depth ∝ 1/sqrt(blurred grey)) and a constant depth. Pixels outside
@@ -37,7 +41,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PRESETS = {"tube": [31, 32, 33], "lap": [9001, 9002, 9003], "lap_unseen": [9101, 9102, 9103]}
+PRESETS = {
+    "tube": [31, 32, 33],
+    "lap": [9001, 9002, 9003],
+    "lap_unseen": [9101, 9102, 9103],
+    "dome": [9201, 9202, 9203],
+}
+INPUT_SIZE = (224, 280)
 REAL = ROOT.parent / "shared" / "data" / "real"
 
 
@@ -56,13 +66,14 @@ def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path
 
 
 def predict(bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float) -> np.ndarray:
-    """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine)."""
+    """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine), at
+    ``INPUT_SIZE``; the depth comes back at the frames' size."""
     from endo_depth_model.infer import make_engine
     from endo_depth_model.preprocess import disparity_to_depth
 
     causal = isinstance(per_frame, str)
     window, overlap, blend = (1, 0, 0) if per_frame is True else (32, 10, 8)
-    engine = make_engine(bundle, (224, 280), window, overlap, None, blend, per_frame is False, causal, "cpu",
+    engine = make_engine(bundle, INPUT_SIZE, window, overlap, None, blend, per_frame is False, causal, "cpu",
                          causal_fit=per_frame if causal else "none")  # fmt: skip
     disp = []
     for rgb in rgbs:
@@ -172,7 +183,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT / "runs/quality_data")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--size", type=int, nargs=2, default=(256, 320))
-    ap.add_argument("--presets", nargs="+", default=list(PRESETS))
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    ap.add_argument("--input-size", type=int, nargs=2, default=INPUT_SIZE, help="network input H W")
+    ap.add_argument("--skip-real", action="store_true", help="only the synthetic presets")
     ap.add_argument("--real-frames", type=int, default=63)
     ap.add_argument("--previews", type=Path, default=None, help="folder for input | depth preview PNGs")
     ap.add_argument("--threads", type=int, default=0)
@@ -183,6 +196,8 @@ def main() -> int:
         help="methods to score (the causal fit variant is the slowest to evaluate)",
     )
     args = ap.parse_args()
+    global INPUT_SIZE
+    INPUT_SIZE = tuple(args.input_size)
     if args.threads:
         torch.set_num_threads(args.threads)
     min_depth, max_depth = weights_depth_range(args.weights)
@@ -190,7 +205,13 @@ def main() -> int:
     bundle = load_depth_model("vitt", args.weights)
     t0 = time.time()
     methods = list(args.methods)
-    results: dict = {"weights": str(args.weights), "label": args.label, "presets": {}, "real": {}}
+    results: dict = {
+        "weights": str(args.weights),
+        "label": args.label,
+        "input_size": list(INPUT_SIZE),
+        "presets": {},
+        "real": {},
+    }
     for preset in args.presets:
         rows = {m: [] for m in methods}
         for seed in tqdm(PRESETS[preset], desc=f"{preset}", unit="seq"):
@@ -217,6 +238,8 @@ def main() -> int:
         "laparoscopic_rvim": REAL / "laparoscopic_rvim/endo.mp4",
     }
     for name, path in clips.items():
+        if args.skip_real:
+            break
         if not path.is_file():
             print(f"real clip {path} not found: skipped")
             continue

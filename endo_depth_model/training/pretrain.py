@@ -62,6 +62,10 @@ class PretrainConfig:
     #: with random width and fall-off, low-frequency shading), gamma, exposure and white balance, the same
     #: for every frame of a clip (a light fixed to the scope). Teaches that dark is not necessarily far.
     photometric_aug: float = 0.0
+    #: multi-resolution training, e.g. ``1,0.75,0.5,0.25``: each step draws one factor and trains at that
+    #: fraction of the input size (rounded to the patch size, 14 px), so the network holds up at the
+    #: smaller ``input_height`` users choose for speed. Empty: the input size only.
+    input_scales: str = ""
     init: str = ""  #: start from these VDA weights (safetensors / .pth) instead of a random model
     schedule: str = "onecycle"  #: onecycle | cosine (warm-up then cosine to 10 %; stretches on resume)
     precision: str = "fp32"  #: fp32 | bf16 | auto (bf16 autocast on CPUs that have it)
@@ -246,7 +250,9 @@ def temporal_gradient_loss(pred, target, valid, static_threshold: float = 0.05):
 # ---- data ----------------------------------------------------------------------------------------
 
 #: seed offsets per scene kind, so that sequences of different kinds never share a seed
-_KIND_SEED = {"source": 0, "target": 0, "colon": 20_000, "lap": 40_000}
+_KIND_SEED = {"source": 0, "target": 0, "colon": 20_000, "lap": 40_000, "dome": 60_000}
+#: the scene kinds a training mixture can name
+KINDS = ("source", "target", "colon", "lap", "dome")
 
 
 def parse_mix(cfg: PretrainConfig) -> list[tuple[str, int]]:
@@ -256,10 +262,8 @@ def parse_mix(cfg: PretrainConfig) -> list[tuple[str, int]]:
     out = []
     for part in cfg.mix.split(","):
         kind, _, count = part.strip().partition(":")
-        if kind not in ("source", "target", "colon", "lap") or not count.strip().isdigit():
-            raise ValueError(
-                f"bad mix entry {part!r}: expected kind:count with kind in source, target, colon, lap"
-            )
+        if kind not in KINDS or not count.strip().isdigit():
+            raise ValueError(f"bad mix entry {part!r}: expected kind:count with kind in {', '.join(KINDS)}")
         out.append((kind, int(count)))
     return out
 
@@ -285,6 +289,8 @@ def render_sequence(kind: str, seed: int, frames: int, height: int, width: int) 
         }
     if kind == "colon":
         cfg = colon_preset(seed, n_frames=frames, height=height, width=width)
+    elif kind == "dome":
+        cfg = dome_preset(seed, frames, height, width)
     else:
         cfg = preset(kind, seed=seed, n_frames=frames, height=height, width=width)
     sim = EndoscopySimulator(cfg)
@@ -294,6 +300,20 @@ def render_sequence(kind: str, seed: int, frames: int, height: int, width: int) 
     if kind == "colon":
         rgb, depth = _scope_effects(rgb, depth, seed)
     return {"rgb": rgb, "depth": depth, "poses": np.asarray(sim.poses, dtype=np.float64), "K": sim.K}
+
+
+def dome_preset(seed: int, frames: int, height: int, width: int):
+    """A closed lumen end (caecum, gastric fundus, bladder dome): the tube presets (``source`` on even
+    seeds, ``target`` on odd) closed by an ellipsoidal dome 20-60 mm long, one radius past the last
+    camera, so the scope looks at a near, closed end with the walls around it (the closed-loop
+    simulation's scene kind; its seeds 0-9 are never training's)."""
+    from dataclasses import replace
+
+    from endo_depth_model.data.simulator import preset
+
+    cfg = preset(("source", "target")[seed % 2], seed=seed, n_frames=frames, height=height, width=width)
+    dome = float(np.random.default_rng([seed, 6161]).uniform(20.0, 60.0))
+    return replace(cfg, geometry=replace(cfg.geometry, shape="cavity", cavity_dome_mm=dome))
 
 
 def _scope_effects(rgb: np.ndarray, depth: np.ndarray, seed: int):
@@ -446,7 +466,7 @@ def _save_state(path: Path, model, opt, sched, step: int, rng: np.random.Generat
 
 #: validation seeds of each kind: not training's (first_seed + offset + i) and not the held-out
 #: benchmark's (tube 31-33, lap 9001-9003, lap_unseen 9101-9103)
-_VAL_SEED = {"source": 7001, "target": 7002, "colon": 7003, "lap": 7004}
+_VAL_SEED = {"source": 7001, "target": 7002, "colon": 7003, "lap": 7004, "dome": 7005}
 
 
 def validation_sequences(cfg: PretrainConfig, frames: int = 8) -> list[dict]:
@@ -495,6 +515,38 @@ def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, f
     return scores
 
 
+PATCH = 14
+
+
+def parse_input_scales(cfg: PretrainConfig) -> list[tuple[int, int]]:
+    """The (height, width) sizes of ``cfg.input_scales`` (multiples of the patch size, at least one
+    patch); ``[]`` when it is empty."""
+    sizes = []
+    for part in (p.strip() for p in cfg.input_scales.split(",") if p.strip()):
+        try:
+            f = float(part)
+        except ValueError:
+            f = float("nan")
+        if not 0 < f <= 1:
+            raise ValueError(f"input_scales: {part!r} must be a fraction in (0, 1]")
+        h = max(PATCH, round(cfg.input_height * f / PATCH) * PATCH)
+        w = max(PATCH, round(cfg.input_width * f / PATCH) * PATCH)
+        sizes.append((h, w))
+    return sizes
+
+
+def resize_clip(rgb, depth, size: tuple[int, int]):
+    """``rgb`` (1, T, 3, H, W) by area averaging and ``depth`` (T, H, W) by nearest neighbour (NaN, the
+    unknown, stays NaN and never bleeds into its neighbours) to ``size``; unchanged at their own size."""
+    import torch.nn.functional as F
+
+    if tuple(rgb.shape[-2:]) == tuple(size):
+        return rgb, depth
+    t = rgb.shape[1]
+    small = F.interpolate(rgb.flatten(0, 1), size=size, mode="area").view(1, t, 3, *size)
+    return small, F.interpolate(depth[:, None], size=size, mode="nearest")[:, 0]
+
+
 def _sample_clip(cfg: PretrainConfig, seqs: list[dict], rng: np.random.Generator):
     """One training clip: indices into a random sequence (stride 1-2, random direction) and a flip."""
     seq = seqs[rng.integers(len(seqs))]
@@ -528,6 +580,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out)
+    sizes = parse_input_scales(cfg)  # before the rendering: a bad value fails at once
     out.mkdir(parents=True, exist_ok=True)
     seqs = render_dataset(cfg)
     kinds = {}
@@ -596,6 +649,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         depth = torch.from_numpy(seq["depth"][idx]).to(device)
         if flip:
             rgb, depth = rgb.flip(-1), depth.flip(-1)
+        if sizes:
+            rgb, depth = resize_clip(rgb, depth, sizes[int(rng.integers(len(sizes)))])
         if cfg.photometric_aug > 0:
             rgb = apply_illumination(rgb, illumination_gain(rng, *rgb.shape[-2:], cfg.photometric_aug))
         valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)

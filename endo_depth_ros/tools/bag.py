@@ -161,6 +161,11 @@ class BagRecorder:
             new.append(topic)
         return new
 
+    def matched(self) -> bool:
+        """Whether every topic subscribed so far has matched at least one publisher (a message published
+        before the match is not delivered: wait for this before starting what the recording must see)."""
+        return all(sub.get_publisher_count() > 0 for sub in self._subscriptions)
+
     def _enqueue(self, topic: str, raw: bytes) -> None:
         with self._lock:  # a message either makes it into the bag and the counts, or neither
             if self._closed:

@@ -270,8 +270,14 @@ def run_demo(args) -> dict:
         session.start_spinning()
         deadline = time.monotonic() + args.startup_timeout
         while time.monotonic() < deadline and node_proc.poll() is None:
+            # start only when every output (the node advertises them all at start-up) is subscribed and
+            # matched: a topic found late (the pose, under load) loses what was published before its match
             recorder.discover()
-            if player.wait_for_subscribers(0.2) and len(recorder.stats.messages) >= 3:
+            if (
+                player.wait_for_subscribers(0.2)
+                and set(OUTPUT_TOPICS) <= set(recorder.stats.messages)
+                and recorder.matched()
+            ):
                 break
         if node_proc.poll() is not None:
             raise DemoError(

@@ -209,3 +209,41 @@ def test_validation_during_pretraining_keeps_the_best_step(tmp_path):
     with pytest.raises(ValueError, match="unknown kind"):
         pretrain(PretrainConfig(out=str(tmp_path / "bad"), mix="lap:1", frames=4, input_height=42,
                                 input_width=56, steps=1, eval_every=1, val_kinds="abdomen"))  # fmt: skip
+
+
+def test_dome_scenes_look_at_a_closed_end_with_exact_depth():
+    from endo_depth_model.training.pretrain import render_sequence
+
+    assert parse_mix(PretrainConfig(mix="dome:2,lap:1")) == [("dome", 2), ("lap", 1)]
+    seq = render_sequence("dome", 61_001, 3, 36, 48)
+    depth = seq["depth"]
+    # every ray hits tissue, and the closed end is nearer than the open tube's far lumen of the same seed
+    assert seq["rgb"].shape == (3, 36, 48, 3) and np.isfinite(depth).all() and (depth > 0).all()
+    tube = render_sequence("target", 61_001, 3, 36, 48)["depth"]
+    assert np.nanmax(depth) < 0.8 * np.nanmax(tube)
+    # deterministic by seed, different across seeds
+    again = render_sequence("dome", 61_001, 3, 36, 48)
+    assert np.array_equal(again["rgb"], seq["rgb"])
+    assert not np.array_equal(render_sequence("dome", 61_003, 3, 36, 48)["depth"], depth)
+
+
+def test_input_scales_train_at_patch_multiples_and_keep_unknown_depth_unknown():
+    from endo_depth_model.training.pretrain import parse_input_scales, resize_clip
+
+    cfg = PretrainConfig(input_height=224, input_width=280, input_scales="1, 0.5,0.25")
+    assert parse_input_scales(cfg) == [(224, 280), (112, 140), (56, 70)]
+    assert parse_input_scales(PretrainConfig()) == []
+    assert parse_input_scales(PretrainConfig(input_scales="0.01")) == [(14, 14)]
+    for bad in ("0", "1.5", "half"):
+        with pytest.raises(ValueError, match="input_scales"):
+            parse_input_scales(PretrainConfig(input_scales=bad))
+    rgb = torch.rand(1, 2, 3, 8, 12)
+    depth = torch.full((2, 8, 12), 0.05)
+    depth[:, :, :3] = float("nan")  # a border column band
+    small_rgb, small_depth = resize_clip(rgb, depth, (4, 6))
+    assert small_rgb.shape == (1, 2, 3, 4, 6) and small_depth.shape == (2, 4, 6)
+    # area averaging: the mean brightness is kept; the band is NaN and nothing else is
+    assert torch.allclose(small_rgb.mean(), rgb.mean(), atol=1e-5)
+    nan = torch.isnan(small_depth)
+    assert nan[:, :, :1].all() and not nan[:, :, 2:].any()
+    assert resize_clip(rgb, depth, (8, 12))[0] is rgb
