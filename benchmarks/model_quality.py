@@ -167,6 +167,7 @@ def static_odometry(weights: Path, rgbs: np.ndarray) -> dict:
 
 
 def main() -> int:
+    global INPUT_SIZE
     import cv2
     import torch
     from tqdm import tqdm
@@ -196,7 +197,6 @@ def main() -> int:
         help="methods to score (the causal fit variant is the slowest to evaluate)",
     )
     args = ap.parse_args()
-    global INPUT_SIZE
     INPUT_SIZE = tuple(args.input_size)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -513,7 +513,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--kinematic-source",
         choices=("pose", "photometric"),
-        default="pose",
+        default="photometric",
         help="where the node's kinematic scale comes from (node parameter kinematic_source)",
     )
     p.add_argument(
@@ -522,7 +522,7 @@ def register(subparsers) -> None:
         help="pose network weights (default: the shipped one); sets the metric scale",
     )
     p.add_argument("--torch-threads", type=int, default=1)
-    p.add_argument("--kinematic-window", type=int, default=90, help="frame pairs of the kinematic scale")
+    p.add_argument("--kinematic-window", type=int, default=30, help="frame pairs of the kinematic scale")
     p.add_argument("--kinematic-min-pairs", type=int, default=10)
     p.add_argument("--window-fraction", type=float, default=0.33, help="central window side / image side")
     p.add_argument(
