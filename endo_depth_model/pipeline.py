@@ -62,11 +62,13 @@ class PipelineConfig:
     kinematic_window: int = 30
     kinematic_min_pairs: int = 5
     kinematic_min_motion_m: float = 1e-4
-    # where the kinematic scale comes from: pose = the measured translation over the pose network's
-    # (needs the two to share the depth's unit, which varies from scene to scene); photometric = the scale
-    # at which the previous frame, warped through the depth by the measured motion, matches the current
-    # one (endo_depth_model.odometry.photometric_scale; needs the intrinsics)
-    kinematic_source: str = "pose"
+    # where the kinematic scale comes from: photometric = the scale at which the previous frame, warped
+    # through the depth by the measured motion, matches the current one (endo_depth_model.odometry.
+    # photometric_scale; needs the intrinsics and motion that shows in the images); pose = the measured
+    # translation over the pose network's (needs the two to share the depth's unit, which varies from
+    # scene to scene and holds only for a pose network trained with this depth network: measured in
+    # docs/BENCHMARKS.md, not the shipped pair's case)
+    kinematic_source: str = "photometric"
     # the pose network sees the frames at this fraction of the input size: at 0.75 its 5-frame ATE on
     # held-out target sequences equals full size (0.411 vs 0.412 mm), rotation error 1.30 vs 1.28 deg
     # per pair, for 57 % of the compute (docs/BENCHMARKS.md)

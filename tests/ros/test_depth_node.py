@@ -319,7 +319,7 @@ def test_kinematic_scale_from_the_robot_pose_becomes_metric(weights):
     """With the robot's measured camera pose, depth and odometry get a metric scale after enough motion."""
     node, peer, pub_img, _ = _start(
         weights, intrinsics=[50, 50, 31.5, 23.5], queue_size=100, queue_policy="drop_newest",
-        scale_mode="kinematic", kinematic_min_pairs=12, kinematic_window=20,
+        scale_mode="kinematic", kinematic_min_pairs=12, kinematic_window=20, kinematic_source="pose",
     )  # fmt: skip
     pub_robot = peer.publisher(PoseStamped, "/test/robot_pose")
     assert peer.wait_for(lambda: pub_robot.get_subscription_count() > 0, 30)

@@ -116,7 +116,8 @@ def test_robot_pose_stopping_keeps_depth_flowing_and_holds_the_kinematic_scale(w
     never taken for one frame step (so the scale is unchanged after the pose resumes)."""
     node, peer, pub_img, _ = _start(
         weights, intrinsics=[50, 50, 31.5, 23.5], queue_size=100, queue_policy="drop_newest",
-        scale_mode="kinematic", kinematic_min_pairs=6, kinematic_window=30, diagnostics_period=0.2,
+        scale_mode="kinematic", kinematic_min_pairs=6, kinematic_window=30, kinematic_source="pose",
+        diagnostics_period=0.2,
     )  # fmt: skip
     pub_robot = peer.publisher(PoseStamped, "/test/robot_pose")
     assert peer.wait_for(lambda: pub_robot.get_subscription_count() > 0, 30)
