@@ -179,33 +179,36 @@ def test_a_scope_held_still_stays_still_and_a_moving_one_moves():
 
 def test_photometric_kinematic_scale_follows_the_depth_not_the_pose_network():
     """``kinematic_source: photometric``: the scale comes from warping the previous frame through the depth
-    by the measured motion, so it lands near the truth (GT / relative depth) on a moving sequence, and a
-    pair without a measured motion carries no information."""
-    from endo_depth_model.training.pretrain import render_sequence
+    by the measured motion, so it lands near the truth (GT / relative depth) where the motion shows in the
+    images (the closed loop's scene and sideways excitation), and a pair without a measured motion carries
+    no information."""
+    from endo_depth_ros.sim.sim_endoscope import make_scene, start_pose
 
-    seq = render_sequence("target", 33, 28, 112, 140)
-    seq = {
-        **seq,
-        "rgb": seq["rgb"][::3],
-        "depth": seq["depth"][::3],
-        "poses": seq["poses"][::3],
-    }  # 2 mm steps
+    sim = make_scene("target", 1, 112, 140)
+    T0 = start_pose(sim)
     cfg = dict(input_height=112, input_width=140, torch_threads=1, scale_mode="kinematic")
     pipe = DepthPipeline(PipelineConfig(kinematic_source="photometric", kinematic_min_pairs=3, **cfg))
-    ratios, kept = [], 0
-    for i, rgb in enumerate(seq["rgb"]):
-        out, motion = pipe.push(rgb, i, K=seq["K"])
-        if i:
-            T = np.linalg.inv(seq["poses"][i - 1]) @ seq["poses"][i]  # camera i into camera i - 1, metres
-            assert not pipe.push_measured_motion(motion.T_prev_cur[:3, 3], T[:3, 3])  # no T_measured
-            kept += pipe.push_measured_motion(motion.T_prev_cur[:3, 3], T[:3, 3], T)
+    ratios, kept, prev = [], 0, None
+    # 3 mm sideways sine (2.5 s period) while advancing 3 mm/s, every second frame at 15 Hz
+    for i in range(12):
+        t = 2 * i / 15.0
+        T = T0.copy()
+        T[:3, 3] += T0[:3, :3] @ np.array([0.003 * np.sin(2 * np.pi * t / 2.5), 0.0, 0.003 * t])
+        frame = sim.render_pose(T, i)
+        out, motion = pipe.push(frame.rgb, i, K=frame.K)
+        if prev is not None:
+            Tm = np.linalg.inv(prev) @ T  # camera i into camera i - 1, metres
+            assert not pipe.push_measured_motion(motion.T_prev_cur[:3, 3], Tm[:3, 3])  # no T_measured
+            kept += pipe.push_measured_motion(motion.T_prev_cur[:3, 3], Tm[:3, 3], Tm)
+        prev = T
         for fd in out:
-            gt = seq["depth"][fd.stamp]
-            ok = np.isfinite(gt) & np.isfinite(fd.relative_depth) & (fd.relative_depth > 0)
-            ratios.append(np.median(gt[ok] / fd.relative_depth[ok]))
+            ok = np.isfinite(frame.depth) & np.isfinite(fd.relative_depth) & (fd.relative_depth > 0)
+            ratios.append(np.median(frame.depth[ok] / fd.relative_depth[ok]))
     state = pipe.scale.state()
     truth = float(np.median(ratios))
-    assert kept >= 3 and state.is_metric
-    assert 0.75 < state.scale / truth < 1.33, (state.scale, truth)  # measured 0.96 with 6 pairs
+    assert kept >= 8 and state.is_metric
+    # measured with the shipped model (pretrained_v7) on seeds 0-3: 0.85, 1.01, 1.18, 1.03 (the previous
+    # model: 1.27, 1.25, 1.52, 1.23); forward motion in an open tube is the weak case (docs/node.md)
+    assert 0.8 < state.scale / truth < 1.25, (state.scale, truth)
     with pytest.raises(PipelineError, match="kinematic_source"):
         DepthPipeline(PipelineConfig(kinematic_source="lidar"))
