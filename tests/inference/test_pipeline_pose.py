@@ -162,14 +162,15 @@ def test_a_scope_held_still_stays_still_and_a_moving_one_moves():
         still.append(np.clip(img, 0, 255).astype(np.uint8))
     cfg = dict(input_height=112, input_width=140, torch_threads=1)
     paths = {}
-    for ratio in (0.7, 0.0):
+    default = PipelineConfig().static_ratio
+    for ratio in (default, 0.0):
         pipe = DepthPipeline(PipelineConfig(static_ratio=ratio, **cfg))
         for i, rgb in enumerate(still):
             _, motion = pipe.push(rgb, i, K=seq["K"])
         paths[ratio] = (np.linalg.norm(motion.T_odom_cam[:3, 3]), pipe.stats.static_frames)
-    assert paths[0.7] == (0.0, 5)
+    assert paths[default] == (0.0, 5)
     assert paths[0.0][0] > 0 and paths[0.0][1] == 0
-    pipe = DepthPipeline(PipelineConfig(static_ratio=0.7, **cfg))
+    pipe = DepthPipeline(PipelineConfig(**cfg))
     for i, rgb in enumerate(seq["rgb"]):
         pipe.push(rgb, i, K=seq["K"])
     assert pipe.stats.static_frames <= 1 and len(pipe.stats.zero_motion) == 5
