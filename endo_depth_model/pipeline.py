@@ -187,6 +187,9 @@ class FrameDepth:
     prev_depth: np.ndarray | None = None
     K: np.ndarray | None = None
     T_prev_cur: np.ndarray | None = None
+    # the frame's image was byte-identical to the one before (a hung frame grabber resending its last
+    # buffer; a live sensor's noise never repeats): its depth says nothing new, its confidence is 0
+    frozen: bool = False
 
     @property
     def relative_depth(self) -> np.ndarray:
@@ -215,6 +218,8 @@ class PipelineStats:
     static_frames: int = 0  # odometry steps the zero-motion test set to the identity
     zero_motion: list = field(default_factory=list)  # recent (error unmoved, error moved) pairs
     fov_empty: int = 0  # frames in which nothing was visible (all black): no depth, no odometry step
+    frozen_frames: int = 0  # frames byte-identical to the one before (a hung grabber): confidence 0
+    frozen_run: int = 0  # how many of the latest frames in a row were
     fov_kind: str = ""  # none | border | empty (the latest frame's field of view)
     fov_fraction: float = 1.0
     infer_ms: list[float] = field(default_factory=list)
@@ -370,6 +375,8 @@ class DepthPipeline:
         self.cuts = SceneCutDetector() if cfg.scene_cuts else None
         self._cut_pending = False  # the next re-anchor is the scene cut's
         self._masks: dict[int, np.ndarray] = {}  # stream index -> field-of-view mask of held-back frames
+        self._prev_rgb: np.ndarray | None = None  # the last pushed image, for the frozen-input check
+        self._frozen: set[int] = set()  # stream indices of frozen frames not yet finalised
         self._prev_pose_input = None
         self._pose_pair = (None, None)
         self._last_depth: FrameDepth | None = None
@@ -387,6 +394,8 @@ class DepthPipeline:
         """Re-anchor depth and restart odometry at the identity; returns the frames dropped."""
         dropped = self.stream.reset()
         self._masks.clear()
+        self._frozen.clear()
+        self._prev_rgb = None
         self.odometry.reset()
         self.scale.reset()
         self._prev_pose_input = None
@@ -446,6 +455,15 @@ class DepthPipeline:
             return False
         measured = np.asarray(T_measured, dtype=np.float64)[:3, 3]
         return self.scale.push(measured / s, measured)
+
+    def _is_frozen(self, rgb: np.ndarray) -> bool:
+        """Whether ``rgb`` repeats the last pushed image byte for byte (counted in ``stats``)."""
+        prev = self._prev_rgb
+        frozen = prev is not None and prev.shape == rgb.shape and np.array_equal(prev, rgb)
+        self._prev_rgb = np.array(rgb, copy=True)
+        self.stats.frozen_frames += int(frozen)
+        self.stats.frozen_run = self.stats.frozen_run + 1 if frozen else 0
+        return frozen
 
     def _pair_at_pose_size(self, K):
         """(previous image, current image, relative depth, intrinsics) of the latest frame pair at the pose
@@ -517,6 +535,9 @@ class DepthPipeline:
             self.stream.fov_mask = found.mask if found.kind == "border" else None
         step = None
         index = self.stream.next_index
+        frozen = self._is_frozen(rgb)
+        if frozen:
+            self._frozen.add(index)
         with torch.inference_mode():
             if self.pose_model is not None:
                 # nothing visible: no motion can be seen; hold the pose and restart the pair after it
@@ -567,6 +588,8 @@ class DepthPipeline:
         ``rgb`` is the frame's image (H, W, 3) uint8, as it was pushed."""
         from endo_depth_model.confidence import confidence_map
 
+        if fd.frozen:
+            return np.zeros(fd.depth.shape, np.float32)
         residual = float(getattr(fd.align, "residual", float("nan")))
         if getattr(fd.align, "reanchored", False):
             residual = float("nan")  # the first snippet of an anchor was fitted to nothing
@@ -593,6 +616,12 @@ class DepthPipeline:
             mask = self._masks.pop(r.index, None)
             if mask is not None and mask.shape == depth.shape:
                 depth[~mask] = np.nan
-            out.append(FrameDepth(r.stamp, r.index, depth, r.disparity, r.stats, state, self._snippet_index))
+            frozen = r.index in self._frozen
+            self._frozen.discard(r.index)
+            out.append(
+                FrameDepth(
+                    r.stamp, r.index, depth, r.disparity, r.stats, state, self._snippet_index, frozen=frozen
+                )
+            )
         self.stats.frames_out += len(out)
         return out

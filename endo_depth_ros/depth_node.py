@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 NODE_NAME = "endo_depth"
 FLUSH_PERIODS = 3.0  # input is paused after flush_after_s and this many recent frame intervals
+FROZEN_WARN_FRAMES = 2  # /diagnostics warns while this many latest images in a row repeat the one before
 ROBOT_POSE_STALE_S = 1.0  # kinematic mode: /diagnostics warns when robot_pose is older than this
 
 
@@ -724,6 +725,7 @@ class DepthNode(Node):
             "field_of_view": self.pipeline.stats.fov_kind or "off",
             "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",
             "frames_nothing_visible": self.pipeline.stats.fov_empty,
+            "frozen_frames": self.pipeline.stats.frozen_frames,
             "rectification": (
                 f"unsupported: {self._distortion_problem}"
                 if self._distortion_problem
@@ -784,6 +786,13 @@ class DepthNode(Node):
             status.level = DiagnosticStatus.WARN
             since = "received yet" if age == "never" else f"for {age} s"
             status.message = f"no robot_pose {since}: kinematic scale held at its last value"
+        run = self.pipeline.stats.frozen_run
+        if run >= FROZEN_WARN_FRAMES:
+            status.level = DiagnosticStatus.WARN
+            status.message = (
+                f"input frozen: the last {run} images repeat the one before byte for byte (a hung frame "
+                "grabber?); their depth confidence is 0"
+            )
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

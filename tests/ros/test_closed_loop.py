@@ -369,23 +369,27 @@ def test_closed_loop_keeps_the_margin_converges_the_scale_and_loses_nothing(tmp_
     assert_never_advanced_while_implausible(report["series"])
 
 
-# A hung frame grabber (the simulator's fault injection `freeze_image_after_s`): from 2 s on the image stops
-# changing while the camera advances, so no depth can follow the motion, whatever the model. Measured with
-# these settings (6 simulated s) and the shipped model: seed 1 first implausible frame 66 after 12.5 mm of
-# advance (one check passed on the depth's noise first: the guard's min_depth_response 0.1 is permissive),
-# back 5.3 mm after; seed 2 frame 46, 6.4 mm; seed 3 as seed 1; seed 0 never advances far enough for a check
-# (it holds at the stand-off by the frozen depth, closest 5.7 mm). See docs/integration.md.
-def test_closed_loop_guard_stops_the_advance_when_the_depth_does_not_follow_the_motion(tmp_path):
+# A hung frame grabber (the simulator's fault injection `freeze_image_after_s`): from 2 s on the simulator
+# resends its last image while the camera keeps moving. The depth node finds each image byte-identical to
+# the one before, counts it (`frozen_frames`) and publishes its depth with confidence 0, so the controller
+# has no valid window depth and stops. Measured with these settings on seed 1: advancing until 2.0 s, the
+# first frozen image's depth stops it at frame 31 (2.07 s), 4.3 mm travelled in all, closest 14.5 mm.
+# (Before the node checked for frozen input, the plausibility guard caught this only after 6.4-12.5 mm of
+# advance, and on seed 0 with the freeze at 1.2 s the camera came within 2.6 mm: docs/integration.md.)
+def test_closed_loop_stops_when_the_image_freezes(tmp_path):
     import json
 
     out = tmp_path / "loop"
-    s = run_short_loop(out, "--freeze-image-after-s", "2.0", "--duration", "6")
+    s = run_short_loop(out, "--freeze-image-after-s", "2.0")
     assert s["lossless"] and s["lockstep_timeouts"] == 0
-    assert s["implausible_episodes"] >= 1 and s["checks_failed"] >= 1 and s["modes"]["implausible"] > 0
     assert s["min_gt_window_distance_m"] >= MARGIN_M and s["margin_kept"] and s["guard_stops"] == 0
     series = json.loads((out / "report.json").read_text())["series"]
     assert_never_advanced_while_implausible(series)
-    # it did advance before the check failed, and retracted after it
-    first = next(i for i, r in enumerate(series) if r["mode"] == "implausible")
-    z = [r["z_start_m"] for r in series]
-    assert max(z[:first]) > 0.004 and min(z[first:]) < max(z) - 0.002
+    before = [r for r in series if r["t_s"] < 2.0]
+    after = [r for r in series if r["t_s"] >= 2.0 + 0.1]  # the first frozen image and everything after it
+    # it was advancing before the freeze, and from the first frozen image on it never commands forward
+    assert any(r["mode"] == "advancing" and r["cmd_vz_m_s"] > 0 for r in before)
+    assert after and all(r["mode"] == "stopped" and r["cmd_vz_m_s"] <= 0.0 for r in after)
+    # the camera comes to rest (the commands in flight at the freeze end within a few frames)
+    z = [r["z_start_m"] for r in after]
+    assert max(z) - z[len(z) // 2] < 1e-4 and max(z) - min(z) < 0.002
