@@ -65,15 +65,17 @@ def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path
         return {k: f[k] for k in f.files}
 
 
-def predict(bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float) -> np.ndarray:
-    """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine), at
-    ``INPUT_SIZE``; the depth comes back at the frames' size."""
+def predict(
+    bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float, input_hw=INPUT_SIZE
+) -> np.ndarray:
+    """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine), with the
+    network at ``input_hw``; the depth comes back at the frames' size."""
     from endo_depth_model.infer import make_engine
     from endo_depth_model.preprocess import disparity_to_depth
 
     causal = isinstance(per_frame, str)
     window, overlap, blend = (1, 0, 0) if per_frame is True else (32, 10, 8)
-    engine = make_engine(bundle, INPUT_SIZE, window, overlap, None, blend, per_frame is False, causal, "cpu",
+    engine = make_engine(bundle, input_hw, window, overlap, None, blend, per_frame is False, causal, "cpu",
                          causal_fit=per_frame if causal else "none")  # fmt: skip
     disp = []
     for rgb in rgbs:
@@ -82,7 +84,9 @@ def predict(bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: fl
     return np.asarray(disparity_to_depth(np.stack(disp), min_depth, max_depth), dtype=np.float64)
 
 
-def method_prediction(method: str, bundle, rgbs: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def method_prediction(
+    method: str, bundle, rgbs: np.ndarray, lo: float, hi: float, input_hw=INPUT_SIZE
+) -> np.ndarray:
     from endo_depth_model.quality import constant_depth, light_heuristic_depth
 
     if method == "light_heuristic":
@@ -90,7 +94,7 @@ def method_prediction(method: str, bundle, rgbs: np.ndarray, lo: float, hi: floa
     if method == "constant":
         return np.stack([constant_depth(x) for x in rgbs])
     mode = {"aligned": False, "per_frame": True, "causal": "none", "causal_fit": "previous"}[method]
-    return predict(bundle, rgbs, mode, lo, hi)
+    return predict(bundle, rgbs, mode, lo, hi, input_hw)
 
 
 def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
@@ -167,7 +171,6 @@ def static_odometry(weights: Path, rgbs: np.ndarray) -> dict:
 
 
 def main() -> int:
-    global INPUT_SIZE
     import cv2
     import torch
     from tqdm import tqdm
@@ -197,7 +200,7 @@ def main() -> int:
         help="methods to score (the causal fit variant is the slowest to evaluate)",
     )
     args = ap.parse_args()
-    INPUT_SIZE = tuple(args.input_size)
+    input_hw = tuple(args.input_size)
     if args.threads:
         torch.set_num_threads(args.threads)
     min_depth, max_depth = weights_depth_range(args.weights)
@@ -208,7 +211,7 @@ def main() -> int:
     results: dict = {
         "weights": str(args.weights),
         "label": args.label,
-        "input_size": list(INPUT_SIZE),
+        "input_size": list(input_hw),
         "presets": {},
         "real": {},
     }
@@ -217,7 +220,7 @@ def main() -> int:
         for seed in tqdm(PRESETS[preset], desc=f"{preset}", unit="seq"):
             data = render(preset, seed, args.frames, tuple(args.size), args.data)
             fov = detect_fov(data["rgb"]).mask
-            preds = {m: method_prediction(m, bundle, data["rgb"], lo, hi) for m in methods}
+            preds = {m: method_prediction(m, bundle, data["rgb"], lo, hi, input_hw) for m in methods}
             for m in methods:
                 rows[m].append(score(preds[m], data, fov))
         summary = {}
@@ -245,9 +248,9 @@ def main() -> int:
             continue
         rgbs = read_clip(path, args.real_frames, width=320)
         fov = detect_fov(rgbs).mask
-        aligned = predict(bundle, rgbs, False, lo, hi)
-        single = predict(bundle, rgbs, True, lo, hi)
-        causal = predict(bundle, rgbs, "none", lo, hi)
+        aligned = predict(bundle, rgbs, False, lo, hi, input_hw)
+        single = predict(bundle, rgbs, True, lo, hi, input_hw)
+        causal = predict(bundle, rgbs, "none", lo, hi, input_hw)
         fa, fs = flicker(aligned, rgbs, fov), flicker(single, rgbs, fov)
         fc = flicker(causal, rgbs, fov)
         heur = np.stack([light_heuristic_depth(x) for x in rgbs])

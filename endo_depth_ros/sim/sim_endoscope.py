@@ -61,9 +61,9 @@ class SimParams:
     max_angular_speed: float = 1.0  # rad/s
     guard_clearance_m: float = 0.002  # closest the camera centre may come to the wall
     window_fraction: float = 0.33  # side of the central window, as a fraction of the image side
-    # fault injection: from this simulated time on the published image stops changing (a hung frame
-    # grabber: stamps, measured_cp and ground truth go on); 0 = off. A depth that follows the image then
-    # cannot follow the motion, whatever the model: the controller's plausibility guard must catch it
+    # fault injection: from this simulated time on the simulator resends its last image (a hung frame
+    # grabber: stamps, measured_cp and ground truth go on); 0 = off. The depth node finds the repeated
+    # images byte-identical and gives their depth confidence 0, so the controller stops
     freeze_image_after_s: float = 0.0
     world_frame: str = "world"
     camera_frame: str = "endoscope_optical"

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from endo_depth_model.pipeline import KINEMATIC_SOURCES, PipelineConfig
+
 NS_SIM = "/endoscope"
 NS_DEPTH = "/endo_depth"
 NS_CONTROL = "/standoff"
@@ -512,9 +514,9 @@ def register(subparsers) -> None:
     p.add_argument("--weights", default="", help="VDA weights (default: the shipped model)")
     p.add_argument(
         "--kinematic-source",
-        choices=("pose", "photometric"),
-        default="photometric",
-        help="where the node's kinematic scale comes from (node parameter kinematic_source)",
+        choices=KINEMATIC_SOURCES,
+        default=PipelineConfig.kinematic_source,
+        help="where the node's kinematic scale comes from (node parameter kinematic_source, same default)",
     )
     p.add_argument(
         "--pose-weights",
@@ -522,7 +524,12 @@ def register(subparsers) -> None:
         help="pose network weights (default: the shipped one); sets the metric scale",
     )
     p.add_argument("--torch-threads", type=int, default=1)
-    p.add_argument("--kinematic-window", type=int, default=30, help="frame pairs of the kinematic scale")
+    p.add_argument(
+        "--kinematic-window",
+        type=int,
+        default=PipelineConfig.kinematic_window,
+        help="frame pairs of the kinematic scale (default the node's)",
+    )
     p.add_argument("--kinematic-min-pairs", type=int, default=10)
     p.add_argument("--window-fraction", type=float, default=0.33, help="central window side / image side")
     p.add_argument(

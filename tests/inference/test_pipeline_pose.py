@@ -219,7 +219,9 @@ def test_a_frozen_image_is_counted_and_gets_zero_confidence():
     """A hung frame grabber resends its last buffer: frames byte-identical to the one before are counted,
     their depth is still published (every frame gets one) but with confidence 0; a live image that
     changes by one grey level is not frozen, and the count of frozen frames in a row restarts."""
-    seq = render_sequence_small()
+    from endo_depth_model.training.pretrain import render_sequence
+
+    seq = render_sequence("target", 31, 3, 56, 70)
     pipe = DepthPipeline(PipelineConfig(input_height=56, input_width=70, torch_threads=1))
     frames = [seq["rgb"][0], seq["rgb"][1], seq["rgb"][1], seq["rgb"][1].copy(), seq["rgb"][2]]
     nudged = seq["rgb"][2].copy()
@@ -237,9 +239,3 @@ def test_a_frozen_image_is_counted_and_gets_zero_confidence():
     assert all(np.all(c == 0) for c, fd in zip(confs, outs, strict=True) if fd.frozen)
     assert all(np.nanmax(c) > 0 for c, fd in zip(confs, outs, strict=True) if not fd.frozen and fd.index > 0)
     assert all(np.isfinite(fd.depth).any() for fd in outs)
-
-
-def render_sequence_small():
-    from endo_depth_model.training.pretrain import render_sequence
-
-    return render_sequence("target", 31, 3, 56, 70)
