@@ -372,8 +372,9 @@ def test_closed_loop_keeps_the_margin_converges_the_scale_and_loses_nothing(tmp_
 # A hung frame grabber (the simulator's fault injection `freeze_image_after_s`): from 2 s on the simulator
 # resends its last image while the camera keeps moving. The depth node finds each image byte-identical to
 # the one before, counts it (`frozen_frames`) and publishes its depth with confidence 0, so the controller
-# has no valid window depth and stops. Measured with these settings on seed 1: advancing until 2.0 s, the
-# first frozen image's depth stops it at frame 31 (2.07 s), 4.3 mm travelled in all, closest 14.5 mm.
+# has no valid window depth and stops. Measured on seed 1 with these settings for 6 simulated s
+# (`--duration 6`): advancing until 2.0 s, the first frozen image's depth stops it at frame 31 (2.07 s),
+# 4.3 mm travelled in all, closest 14.5 mm.
 # (Before the node checked for frozen input, the plausibility guard caught this only after 6.4-12.5 mm of
 # advance, and on seed 0 with the freeze at 1.2 s the camera came within 2.6 mm: docs/integration.md.)
 def test_closed_loop_stops_when_the_image_freezes(tmp_path):
