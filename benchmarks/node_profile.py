@@ -7,7 +7,8 @@ precision, printed and saved as JSON with the machine and its load average:
 * CPU time of one encoder call (one 224x280 frame) and of one head pass over a 16-frame window,
   computing the output for all 16 frames, the last 8 (what the default layout uses) and the last 2;
 * the online pipeline (``DepthPipeline`` with the default ``PipelineConfig``) on 40 simulator frames
-  after a 20-frame warm-up, CPU ms per frame split into head, pose network and encoder (cProfile).
+  after a 20-frame warm-up, CPU ms per frame split into head, pose network and encoder (aligned
+  engine) or the causal step, its encoder and its temporal modules (causal engine; cProfile).
 """
 
 from __future__ import annotations
@@ -83,9 +84,14 @@ def pipeline_split(precision: str, frames: int = 40, warmup: int = 20, frame_hw=
 
     return {
         "cpu_ms_per_frame": total,
+        # aligned engine (latency_mode aligned): window head passes and per-frame encoder calls
         "head_ms_per_frame": cumulative("decode", "torch_backend.py"),
         "pose_ms_per_frame": cumulative("_pose_step", "pipeline.py"),
         "encoder_ms_per_frame": cumulative("encode", "torch_backend.py"),
+        # causal engine (the default): the whole step, its ViT encoder and its four temporal modules
+        "causal_step_ms_per_frame": cumulative("forward", "causal.py"),
+        "causal_encoder_ms_per_frame": cumulative("forward_intermediates", "vit.py"),
+        "causal_temporal_ms_per_frame": cumulative("temporal", "dpt.py"),
         "pose_input_hw": list(pipe.pose_input_hw),
     }
 
