@@ -7,6 +7,7 @@ stamps, get finalised depth frames and per-frame odometry back. No ROS imports h
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +74,11 @@ class PipelineConfig:
     # held-out target sequences equals full size (0.411 vs 0.412 mm), rotation error 1.30 vs 1.28 deg
     # per pair, for 57 % of the compute (docs/BENCHMARKS.md)
     pose_input_scale: float = 0.75
-    torch_threads: int = 0  # 0 = torch default
+    torch_threads: int = 0  # 0 = torch default (with concurrent_pose on a CPU: half the cores each)
+    # run the pose network in a thread of its own, beside the depth network (CPU only): on a 2-core CPU
+    # each network then runs one thread, which beats both running two threads in turn (in-process
+    # 86.6 -> 64.9 ms per frame, the node at 10 Hz 0 dropped; docs/BENCHMARKS.md). The results are the same.
+    concurrent_pose: bool = True
     # PyTorch compute precision (the torch depth backend and the pose network): auto = bf16 on a CPU
     # with AMX / AVX512-BF16 (pipeline 1.25x faster, depth 0.09 % from fp32 on average:
     # docs/BENCHMARKS.md), else fp32
@@ -327,6 +332,15 @@ class DepthPipeline:
                 raise PipelineError(f"inference backend {cfg.backend!r}: {exc}") from exc
         self.model = model
         self.pose_model = pose_model if pose_model is not None else load_pose_model(cfg)
+        self._pose_pool = None
+        self._threads = 0  # > 0: set on the first push, in the pushing thread (OpenMP teams are per thread)
+        if cfg.concurrent_pose and self.pose_model is not None and self.device.type == "cpu":
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+            self._pose_pool = ThreadPoolExecutor(
+                1, thread_name_prefix="pose", initializer=torch.set_num_threads, initargs=(self._threads,)
+            )
         self.preprocessor = Preprocessor((cfg.input_height, cfg.input_width))
         self._disp_to_depth = disparity_to_depth
         self.metric = bool(getattr(getattr(self.model, "config", None), "metric", False))
@@ -538,13 +552,24 @@ class DepthPipeline:
         frozen = self._is_frozen(rgb)
         if frozen:
             self._frozen.add(index)
+        if self._threads:
+            torch.set_num_threads(self._threads)
+            self._threads = 0
+        pose_job = None
         with torch.inference_mode():
             if self.pose_model is not None:
                 # nothing visible: no motion can be seen; hold the pose and restart the pair after it
-                step = None if empty else self._pose_step(rgb)
                 if empty:
                     self._prev_pose_input = None
-            results = self.stream.push(rgb, stamp)
+                elif self._pose_pool is not None:
+                    pose_job = self._pose_pool.submit(self._pose_step, rgb)
+                else:
+                    step = self._pose_step(rgb)
+            try:
+                results = self.stream.push(rgb, stamp)
+            finally:
+                if pose_job is not None:  # waited for even when the depth fails: one pose step at a time
+                    step = pose_job.result()
         out = before_cut + self._finalise(results)
         if out:
             self._last_depth = out[-1]

@@ -163,7 +163,17 @@ PARAMETERS: tuple[Param, ...] = (
         "pose_input_scale",
         (0.25, 1.0, 0.0),
     ),
-    Param("torch_threads", "CPU threads for inference; 0 = torch default", "torch_threads", (0, 256, 1)),
+    Param(
+        "torch_threads",
+        "CPU threads per network; 0 = torch default, or half the cores each with concurrent_pose",
+        "torch_threads",
+        (0, 256, 1),
+    ),
+    Param(
+        "concurrent_pose",
+        "run the pose network in its own thread beside the depth network (CPU)",
+        "concurrent_pose",
+    ),
     Param(
         "precision",
         "PyTorch compute precision: auto (bf16 on CPUs with AMX/AVX512-BF16, else fp32), fp32, "

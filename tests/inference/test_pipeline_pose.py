@@ -239,3 +239,50 @@ def test_a_frozen_image_is_counted_and_gets_zero_confidence():
     assert all(np.all(c == 0) for c, fd in zip(confs, outs, strict=True) if fd.frozen)
     assert all(np.nanmax(c) > 0 for c, fd in zip(confs, outs, strict=True) if not fd.frozen and fd.index > 0)
     assert all(np.isfinite(fd.depth).any() for fd in outs)
+
+
+def test_the_pose_network_beside_the_depth_network_changes_nothing_but_the_thread():
+    """``concurrent_pose`` runs the pose step in a thread of its own while the depth step runs: the poses
+    and depths equal the sequential pipeline's exactly (fp32), and a pose network that fails reaches the
+    caller of ``push`` as before."""
+    import threading
+
+    def run(concurrent: bool, frames):
+        cfg = PipelineConfig(input_height=56, input_width=70, precision="fp32", concurrent_pose=concurrent)
+        cfg.torch_threads = 1  # the same GEMM reduction order in both runs
+        pipe = DepthPipeline(cfg)
+        threads = []
+        inner = pipe.pose_model
+
+        def pose(a, b):
+            threads.append(threading.current_thread().name)
+            return inner(a, b)
+
+        pipe.pose_model = pose
+        out = [pipe.push(f, i) for i, f in enumerate(frames)]
+        return pipe, out, threads
+
+    import torch
+
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    threads_before = torch.get_num_threads()
+    try:
+        _, seq, seq_threads = run(False, frames)
+        pipe, conc, conc_threads = run(True, frames)
+    finally:
+        torch.set_num_threads(threads_before)
+    assert seq_threads == [threading.current_thread().name] * 3
+    assert len(conc_threads) == 3 and all(t.startswith("pose") for t in conc_threads)
+    for (d_a, m_a), (d_b, m_b) in zip(seq, conc, strict=True):
+        np.testing.assert_array_equal(m_a.T_odom_cam, m_b.T_odom_cam)
+        assert [d.index for d in d_a] == [d.index for d in d_b]
+        for a, b in zip(d_a, d_b, strict=True):
+            np.testing.assert_array_equal(a.depth, b.depth)
+
+    def broken(a, b):
+        raise RuntimeError("pose network failed")
+
+    pipe.pose_model = broken
+    with pytest.raises(RuntimeError, match="pose network failed"):
+        pipe.push(frames[0], 4)
