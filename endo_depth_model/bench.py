@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BenchConfig", "BenchError", "run_bench", "stream_geometry", "to_markdown"]
+__all__ = ["BenchConfig", "BenchError", "import_official", "run_bench", "stream_geometry", "to_markdown"]
 
 
 class BenchError(RuntimeError):
@@ -325,21 +325,15 @@ def _bench_pipeline(cfg: BenchConfig, backend, hw, log) -> dict:
     }
 
 
-def bench_official(
-    path: str, encoder: str, hw, window: int, repeats: int, device: str, precision: str = "fp32"
-) -> dict:
-    """Forward time of the official Video Depth Anything code at ``path`` (random weights), per frame.
+def import_official(path: str, module: str):
+    """Import ``module`` (e.g. ``video_depth_anything.video_depth`` or ``..._stream``) from the official
+    Video Depth Anything checkout at ``path``, for timing only (nothing of it is part of this package).
 
-    ``precision`` ``bf16``/``fp16`` runs their forward under the same autocast as our torch backend, so
-    that a comparison at reduced precision is like for like.
-
-    Their module imports ``torchvision.transforms.Compose`` only for video pre-processing; when
+    Their modules import ``torchvision.transforms.Compose`` only for video pre-processing; when
     torchvision is absent a minimal stand-in is registered so that the network itself can be timed.
     """
     import importlib
     import types
-
-    import torch
 
     root = Path(path).expanduser()
     if not (root / "video_depth_anything" / "video_depth.py").is_file():
@@ -352,7 +346,7 @@ def bench_official(
         tv = types.ModuleType("torchvision")
         transforms = types.ModuleType("torchvision.transforms")
 
-        class Compose:  # the only name their module imports at load time
+        class Compose:  # the only name their modules import at load time
             def __init__(self, ops):
                 self.ops = list(ops)
 
@@ -367,9 +361,22 @@ def bench_official(
         sys.modules.setdefault("torchvision.transforms", transforms)
     sys.path.insert(0, str(root))
     try:
-        official = importlib.import_module("video_depth_anything.video_depth")
+        return importlib.import_module(module)
     finally:
         sys.path.remove(str(root))
+
+
+def bench_official(
+    path: str, encoder: str, hw, window: int, repeats: int, device: str, precision: str = "fp32"
+) -> dict:
+    """Forward time of the official Video Depth Anything code at ``path`` (random weights), per frame.
+
+    ``precision`` ``bf16``/``fp16`` runs their forward under the same autocast as our torch backend, so
+    that a comparison at reduced precision is like for like.
+    """
+    import torch
+
+    official = import_official(path, "video_depth_anything.video_depth")
     from endo_depth_model.models import VDA_CONFIGS
 
     c = VDA_CONFIGS[encoder]
@@ -390,7 +397,7 @@ def bench_official(
         "forward_ms": total,
         "per_frame_ms": total / window,
         "per_frame_cpu_ms": cpu[0] / window,
-        "source": str(root),
+        "source": str(Path(path).expanduser()),
     }
 
 
