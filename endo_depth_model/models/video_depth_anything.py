@@ -256,9 +256,12 @@ class VideoDepthAnything(nn.Module):
             out = F.interpolate(out, size=out_hw, mode="bilinear", align_corners=True)
         return F.relu(out).squeeze(1).unflatten(0, (b, out.shape[0] // b))
 
-    def forward(self, frames: torch.Tensor, temporal: bool = True) -> torch.Tensor:
-        """(B, T, 3, H, W) normalised frames -> (B, T, H, W) disparity (or metric depth)."""
-        return self.decode(self.encode(frames), image_hw=tuple(frames.shape[-2:]), temporal=temporal)
+    def forward(self, frames: torch.Tensor, temporal: bool = True, causal: bool = False) -> torch.Tensor:
+        """(B, T, 3, H, W) normalised frames -> (B, T, H, W) disparity (or metric depth); ``causal``: each
+        frame's temporal attention sees only itself and earlier frames (what the causal engine computes)."""
+        return self.decode(
+            self.encode(frames), image_hw=tuple(frames.shape[-2:]), temporal=temporal, causal=causal
+        )
 
 
 def build_vda(name_or_config: str | VDAConfig = "vitt", **overrides) -> VideoDepthAnything:

@@ -66,6 +66,10 @@ class PretrainConfig:
     #: fraction of the input size (rounded to the patch size, 14 px), so the network holds up at the
     #: smaller ``input_height`` users choose for speed. Empty: the input size only.
     input_scales: str = ""
+    #: share of steps whose clip runs with causal temporal attention (each frame sees only itself and
+    #: earlier frames: exactly the node's causal engine, ``latency_mode`` causal); the other steps run the
+    #: full window as the aligned engine does. 0: never (the draw is skipped, so older runs replay exactly)
+    causal_fraction: float = 0.0
     init: str = ""  #: start from these VDA weights (safetensors / .pth) instead of a random model
     schedule: str = "onecycle"  #: onecycle | cosine (warm-up then cosine to 10 %; stretches on resume)
     precision: str = "fp32"  #: fp32 | bf16 | auto (bf16 autocast on CPUs that have it)
@@ -581,6 +585,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out)
     sizes = parse_input_scales(cfg)  # before the rendering: a bad value fails at once
+    if not 0.0 <= cfg.causal_fraction <= 1.0:
+        raise ValueError(f"causal_fraction must be in [0, 1], got {cfg.causal_fraction}")
     out.mkdir(parents=True, exist_ok=True)
     seqs = render_dataset(cfg)
     kinds = {}
@@ -653,10 +659,11 @@ def pretrain(cfg: PretrainConfig) -> Path:
             rgb, depth = resize_clip(rgb, depth, sizes[int(rng.integers(len(sizes)))])
         if cfg.photometric_aug > 0:
             rgb = apply_illumination(rgb, illumination_gain(rng, *rgb.shape[-2:], cfg.photometric_aug))
+        causal = cfg.causal_fraction > 0 and bool(rng.random() < cfg.causal_fraction)
         valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)
         target = depth_to_disparity(torch.nan_to_num(depth, nan=cfg.max_depth), cfg.min_depth, cfg.max_depth)
         with autocast(precision, device):
-            pred = model((rgb - mean) / std)[0]
+            pred = model((rgb - mean) / std, causal=causal)[0]
         pred = pred.float()
         ssi, grad = ssi_terms(pred, target, valid, cfg.level_weight, 4 if cfg.grad_weight > 0 else 0)
         tgm = temporal_gradient_loss(pred, target, valid) if cfg.temporal_weight > 0 else pred.new_zeros(())
@@ -684,6 +691,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 "tgm": tgm.item(),
                 "lr": opt.param_groups[0]["lr"],
                 "kind": seq["kind"],
+                "causal": causal,
             }
         )
         bar.set_postfix(loss=f"{np.mean([r['loss'] for r in log[-20:]]):.4f}")

@@ -139,6 +139,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         temporal_weight=0.5,
         log_weight=0.5,
         photometric_aug=1.0,
+        causal_fraction=0.75,
         schedule="cosine",
         device="cpu",
     )
@@ -157,6 +158,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     log = json.loads((split_dir / "pretrain_log.json").read_text())["log"]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert {r["causal"] for r in log} == {True, False}  # both attention modes drawn, and replayed on resume
     # and training moved the weights
     first = PretrainConfig(out=str(tmp_path / "zero"), **{**common, "steps": 1})
     shutil.copytree(tmp_path / "whole/data", tmp_path / "zero/data")
@@ -247,3 +249,28 @@ def test_input_scales_train_at_patch_multiples_and_keep_unknown_depth_unknown():
     nan = torch.isnan(small_depth)
     assert nan[:, :, :1].all() and not nan[:, :, 2:].any()
     assert resize_clip(rgb, depth, (8, 12))[0] is rgb
+
+
+def test_causal_attention_keeps_the_future_out():
+    """``forward(causal=True)``, what causal pretraining steps run: a frame's output does not depend on
+    later frames and equals the last frame of the run on the frames up to it; without it, it does."""
+    from endo_depth_model.models import build_vda
+
+    torch.manual_seed(0)
+    model = build_vda("vitt").eval()
+    for module in model.head.motion_modules:  # identity-initialised: give the temporal modules an effect
+        torch.nn.init.normal_(module.temporal_transformer.proj_out.weight, std=0.2)
+    last = model.head.scratch.output_conv2[2]  # and keep the last ReLU alive, as pretraining does
+    torch.nn.init.normal_(last.weight, std=0.1)
+    torch.nn.init.constant_(last.bias, 1.0)
+    frames = torch.randn(1, 4, 3, 28, 42)
+    changed = frames.clone()
+    changed[:, 3] = torch.randn(3, 28, 42)
+    with torch.no_grad():
+        a, b = model(frames, causal=True), model(changed, causal=True)
+        torch.testing.assert_close(a[:, :3], b[:, :3], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model(frames[:, :3], causal=True)[:, 2], a[:, 2], rtol=1e-4, atol=1e-5)
+        full_a, full_b = model(frames), model(changed)
+    assert (full_a[:, :3] - full_b[:, :3]).abs().max() > 1e-4  # full attention sees the changed frame
+    with pytest.raises(ValueError, match="causal_fraction"):
+        pretrain(PretrainConfig(causal_fraction=1.5))
