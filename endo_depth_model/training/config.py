@@ -66,6 +66,10 @@ class ModelConfig:
     pose_weights: Path | None = None  #: initial pose network (safetensors)
     min_depth: float = 0.1  #: disparity -> depth range (EndoDAV: 0.1 .. 150, nominal millimetres)
     max_depth: float = 150.0
+    #: streaming-mode fine-tuning: the depth network's temporal attention is causal (each clip frame sees
+    #: only itself and earlier frames), exactly what the node's causal engine computes for a frame with
+    #: that many cached predecessors, so training equals inference; false: the full window (aligned)
+    causal: bool = False
 
     def validate(self) -> None:
         if not 0 < self.min_depth < self.max_depth:

@@ -106,9 +106,11 @@ class TrainingModule(nn.Module):
         max_depth: float,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
+        causal: bool = False,
     ):
         super().__init__()
         self.depth_model = depth_model
+        self.causal = causal
         self.pose_net = pose_net
         self.loss = loss
         self.scales = list(scales)
@@ -147,7 +149,7 @@ class TrainingModule(nn.Module):
         t = n - 2
         if t < 1:
             raise TrainError(f"a clip needs at least 3 frames (clip + 2 neighbours), got {n}")
-        disparity = self.depth_model((frames_net[:, 1:-1] - self.mean) / self.std)  # (B, T, H, W)
+        disparity = self.depth_model((frames_net[:, 1:-1] - self.mean) / self.std, causal=self.causal)
         poses = self.relative_poses(frames_net)  # (B, T+1, 4, 4)
         T_next = poses[:, 1:].flatten(0, 1)  # clip frame i -> i+1
         T_prev = geometry.invert_pose(poses[:, :-1]).flatten(0, 1)  # clip frame i -> i-1
@@ -390,6 +392,7 @@ class Trainer:
             cfg.model.max_depth,
             tuple(IMAGENET_MEAN),
             tuple(IMAGENET_STD),
+            causal=cfg.model.causal,
         ).to(device)
         pose_params = list(self.module.pose_net.parameters())
         self.optimizer = torch.optim.Adam(

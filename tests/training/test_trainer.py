@@ -260,3 +260,24 @@ def test_trains_on_cuda_and_resumes_on_cpu(tmp_path, weights, clips):
     cfg.schedule.steps = 3
     resumed = train(cfg, resume="auto", train_clips=clips["train"], val_clips=clips["val"])
     assert resumed.start_step == 2 and resumed.steps == 3 and np.isfinite(resumed.final["loss"])
+
+
+def test_streaming_mode_fine_tuning_keeps_later_frames_out(tmp_path, weights, clips):
+    """``model.causal``: the clip's depth comes from causal temporal attention (what the node's causal
+    engine computes), so a clip frame's disparity does not change when a later frame does; the aligned
+    (default) training window does see it."""
+    batch = collate_clips([AugmentedClips(clips["train"], augment=False)[(0, None)]])
+    frames = batch["frames"]
+    changed = frames.clone()
+    changed[:, -2] = torch.rand_like(changed[:, -2])  # the clip's last frame (the last is a neighbour)
+    out = {}
+    for causal in (False, True):
+        cfg = make_cfg(tmp_path / str(causal), weights)
+        cfg.model.causal = causal
+        module = Trainer(cfg, train_clips=clips["train"], val_clips=clips["val"]).module.eval()
+        with torch.no_grad():
+            out[causal] = [
+                module.forward(x, x, batch["K"], projection=False)["disparity"] for x in (frames, changed)
+            ]
+    torch.testing.assert_close(out[True][0][:, 0], out[True][1][:, 0], rtol=1e-5, atol=1e-7)
+    assert (out[False][0][:, 0] - out[False][1][:, 0]).abs().max() > 1e-6
