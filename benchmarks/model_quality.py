@@ -66,7 +66,7 @@ def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path
 
 
 def predict(
-    bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float, input_hw=INPUT_SIZE
+    bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float, input_hw=INPUT_SIZE, context=None
 ) -> np.ndarray:
     """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine), with the
     network at ``input_hw``; the depth comes back at the frames' size."""
@@ -76,7 +76,7 @@ def predict(
     causal = isinstance(per_frame, str)
     window, overlap, blend = (1, 0, 0) if per_frame is True else (32, 10, 8)
     engine = make_engine(bundle, input_hw, window, overlap, None, blend, per_frame is False, causal, "cpu",
-                         causal_fit=per_frame if causal else "none")  # fmt: skip
+                         causal_fit=per_frame if causal else "none", causal_context=context)  # fmt: skip
     disp = []
     for rgb in rgbs:
         disp += [r.disparity for r in engine.push(rgb)]
@@ -85,7 +85,7 @@ def predict(
 
 
 def method_prediction(
-    method: str, bundle, rgbs: np.ndarray, lo: float, hi: float, input_hw=INPUT_SIZE
+    method: str, bundle, rgbs: np.ndarray, lo: float, hi: float, input_hw=INPUT_SIZE, context=None
 ) -> np.ndarray:
     from endo_depth_model.quality import constant_depth, light_heuristic_depth
 
@@ -94,7 +94,7 @@ def method_prediction(
     if method == "constant":
         return np.stack([constant_depth(x) for x in rgbs])
     mode = {"aligned": False, "per_frame": True, "causal": "none", "causal_fit": "previous"}[method]
-    return predict(bundle, rgbs, mode, lo, hi, input_hw)
+    return predict(bundle, rgbs, mode, lo, hi, input_hw, context)
 
 
 def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
@@ -194,6 +194,12 @@ def main() -> int:
     ap.add_argument("--previews", type=Path, default=None, help="folder for input | depth preview PNGs")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument(
+        "--causal-context",
+        type=int,
+        default=None,
+        help="earlier frames the causal engine attends to (default 31)",
+    )
+    ap.add_argument(
         "--methods",
         nargs="+",
         default=["aligned", "causal", "causal_fit", "per_frame", "light_heuristic", "constant"],
@@ -212,6 +218,7 @@ def main() -> int:
         "weights": str(args.weights),
         "label": args.label,
         "input_size": list(input_hw),
+        "causal_context": args.causal_context,
         "presets": {},
         "real": {},
     }
@@ -220,7 +227,10 @@ def main() -> int:
         for seed in tqdm(PRESETS[preset], desc=f"{preset}", unit="seq"):
             data = render(preset, seed, args.frames, tuple(args.size), args.data)
             fov = detect_fov(data["rgb"]).mask
-            preds = {m: method_prediction(m, bundle, data["rgb"], lo, hi, input_hw) for m in methods}
+            preds = {
+                m: method_prediction(m, bundle, data["rgb"], lo, hi, input_hw, args.causal_context)
+                for m in methods
+            }
             for m in methods:
                 rows[m].append(score(preds[m], data, fov))
         summary = {}
@@ -250,7 +260,7 @@ def main() -> int:
         fov = detect_fov(rgbs).mask
         aligned = predict(bundle, rgbs, False, lo, hi, input_hw)
         single = predict(bundle, rgbs, True, lo, hi, input_hw)
-        causal = predict(bundle, rgbs, "none", lo, hi, input_hw)
+        causal = predict(bundle, rgbs, "none", lo, hi, input_hw, args.causal_context)
         fa, fs = flicker(aligned, rgbs, fov), flicker(single, rgbs, fov)
         fc = flicker(causal, rgbs, fov)
         heur = np.stack([light_heuristic_depth(x) for x in rgbs])

@@ -99,10 +99,22 @@ def _video_path(source: str, sequence_name: str, n_sequences: int, out_dir: Path
 
 
 def make_engine(
-    bundle, input_hw, window, overlap, stride, blend, align, causal, device, depth_fn=None, causal_fit="none"
+    bundle,
+    input_hw,
+    window,
+    overlap,
+    stride,
+    blend,
+    align,
+    causal,
+    device,
+    depth_fn=None,
+    causal_fit="none",
+    causal_context=None,
 ):
-    """The streaming engine ``infer`` and ``eval`` run: causal (one frame at a time, no hold-back) or
-    EndoDAV's aligned windows."""
+    """The streaming engine ``infer`` and ``eval`` run: causal (one frame at a time, no hold-back; its
+    temporal attention sees ``causal_context`` earlier frames, default all the model allows) or EndoDAV's
+    aligned windows."""
     from endo_depth_model.preprocess import Preprocessor
     from endo_depth_model.streaming import StreamingDepth
 
@@ -110,7 +122,9 @@ def make_engine(
     if causal:
         from endo_depth_model.causal import CausalDepth
 
-        return CausalDepth(bundle.model, preprocess, depth_fn=depth_fn, fit=causal_fit, device=device)
+        return CausalDepth(
+            bundle.model, preprocess, context=causal_context, depth_fn=depth_fn, fit=causal_fit, device=device
+        )
     return StreamingDepth(
         bundle.model,
         preprocess,
