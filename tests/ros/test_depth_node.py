@@ -506,8 +506,9 @@ def test_the_shipped_params_file_is_in_effect(weights):
 @pytest.mark.parametrize("ratio", [0.7, 0.0])
 def test_a_scope_held_still_gives_a_still_pose_over_dds(ratio):
     """The shipped networks, a scope held still (one rendered view with sensor noise and something
-    moving in front of it): with the zero-motion test (default static_ratio 0.7) every published pose
-    stays at the identity and the steps are counted; without it (0) the pose network drifts."""
+    moving in front of it): with the zero-motion test (static_ratio 0.7 here; the default is 0.85) every
+    published pose stays at the identity and the steps are counted; without it (0) the pose network
+    drifts."""
     from endo_depth_model.training.pretrain import render_sequence
 
     seq = render_sequence("target", 32, 1, 112, 140)
