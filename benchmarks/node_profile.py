@@ -63,7 +63,9 @@ def pipeline_split(precision: str, frames: int = 40, warmup: int = 20, frame_hw=
     that resolution; the network input stays 224x280)."""
     import cv2
 
-    pipe = DepthPipeline(PipelineConfig(precision=precision))
+    # the pose network in the calling thread (concurrent_pose off), so that cProfile attributes its time and
+    # the one-thread setting of main() holds for both networks
+    pipe = DepthPipeline(PipelineConfig(precision=precision, concurrent_pose=False))
     sim = EndoscopySimulator(preset("target", seed=5, n_frames=frames + warmup, height=224, width=280))
     rgbs = [f.rgb for f in sim]
     if tuple(frame_hw) != (224, 280):

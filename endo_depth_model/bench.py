@@ -297,6 +297,7 @@ def _bench_pipeline(cfg: BenchConfig, backend, hw, log) -> dict:
         input_height=hw[0],
         input_width=hw[1],
         precision=getattr(backend, "precision", "fp32"),  # the pose network as the depth backend
+        torch_threads=cfg.threads,  # per network (with concurrent_pose; 0: half the usable cores each)
     )
     if backend.window is not None and backend.window != pcfg.window:
         return {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,10 +75,13 @@ class PipelineConfig:
     # held-out target sequences equals full size (0.411 vs 0.412 mm), rotation error 1.30 vs 1.28 deg
     # per pair, for 57 % of the compute (docs/BENCHMARKS.md)
     pose_input_scale: float = 0.75
-    torch_threads: int = 0  # 0 = torch default (with concurrent_pose on a CPU: half the cores each)
-    # run the pose network in a thread of its own, beside the depth network (CPU only): on a 2-core CPU
-    # each network then runs one thread, which beats both running two threads in turn (in-process
-    # 86.6 -> 64.9 ms per frame, the node at 10 Hz 0 dropped; docs/BENCHMARKS.md). The results are the same.
+    # CPU threads per network; 0 = torch default (with concurrent_pose on a CPU: half the usable cores each)
+    torch_threads: int = 0
+    # run the pose network in a thread of its own, beside the depth network (CPU only), each with
+    # torch_threads threads. In-process on an idle 2-core CPU two threads in turn are faster (57 against
+    # 65 ms per frame), but in the node, which shares the cores with DDS and other processes, one thread
+    # each side by side wins (processing p50 74 against 98.5 ms; at 10 Hz 0 dropped instead of 22;
+    # docs/BENCHMARKS.md). The results are the same.
     concurrent_pose: bool = True
     # PyTorch compute precision (the torch depth backend and the pose network): auto = bf16 on a CPU
     # with AMX / AVX512-BF16 (pipeline 1.25x faster, depth 0.09 % from fp32 on average:
@@ -291,6 +295,14 @@ def load_pose_model(cfg: PipelineConfig):
     return net
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's CPU set), else the count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class DepthPipeline:
     """Streaming aligned depth with odometry and scale. Not thread-safe: call from one worker thread."""
 
@@ -338,10 +350,11 @@ class DepthPipeline:
         if cfg.concurrent_pose and self.pose_model is not None and self.device.type == "cpu":
             from concurrent.futures import ThreadPoolExecutor
 
-            self._threads = cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+            self._threads = cfg.torch_threads or max(1, usable_cpus() // 2)
             self._pose_pool = ThreadPoolExecutor(
                 1, thread_name_prefix="pose", initializer=torch.set_num_threads, initargs=(self._threads,)
             )
+            weakref.finalize(self, self._pose_pool.shutdown, wait=False)
         self.preprocessor = Preprocessor((cfg.input_height, cfg.input_width))
         self._disp_to_depth = disparity_to_depth
         self.metric = bool(getattr(getattr(self.model, "config", None), "metric", False))
@@ -568,9 +581,12 @@ class DepthPipeline:
                     step = self._pose_step(rgb)
             try:
                 results = self.stream.push(rgb, stamp)
-            finally:
-                if pose_job is not None:  # waited for even when the depth fails: one pose step at a time
-                    step = pose_job.result()
+            except BaseException:
+                if pose_job is not None:  # one pose step at a time; the depth's error is the one raised
+                    pose_job.exception()
+                raise
+            if pose_job is not None:
+                step = pose_job.result()
         out = before_cut + self._finalise(results)
         if out:
             self._last_depth = out[-1]

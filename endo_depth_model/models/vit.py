@@ -61,7 +61,8 @@ class Attention(nn.Module):
             # CPU bf16 with few tokens: two matmuls and a softmax beat the fused kernel about 2x (one
             # thread, 321 tokens: 0.66 against 1.20 ms at 3 heads, 1.26 against 2.42 ms at 6); from
             # about 1200 tokens on, the fused kernel wins (docs/BENCHMARKS.md, "Causal streaming")
-            out = torch.softmax((q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2), dim=-1) @ v
+            scores = ((q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2)).float()  # softmax in fp32, as fused
+            out = torch.softmax(scores, dim=-1).to(v.dtype) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))

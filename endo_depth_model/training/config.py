@@ -68,7 +68,8 @@ class ModelConfig:
     max_depth: float = 150.0
     #: streaming-mode fine-tuning: the depth network's temporal attention is causal (each clip frame sees
     #: only itself and earlier frames), exactly what the node's causal engine computes for a frame with
-    #: that many cached predecessors, so training equals inference; false: the full window (aligned)
+    #: that many cached predecessors (up to clip_length - 1 of the engine's 31), so training equals
+    #: inference within the clip; false: the full window (aligned)
     causal: bool = False
 
     def validate(self) -> None:
