@@ -84,7 +84,7 @@ class PipelineConfig:
     # docs/BENCHMARKS.md). The results are the same.
     concurrent_pose: bool = True
     # PyTorch compute precision (the torch depth backend and the pose network): auto = bf16 on a CPU
-    # with AMX / AVX512-BF16 (pipeline 1.25x faster, depth 0.09 % from fp32 on average:
+    # with AMX / AVX512-BF16 (pipeline 1.25x faster, depth 0.14 % from fp32 on average:
     # docs/BENCHMARKS.md), else fp32
     precision: str = "auto"
     backend: str = "torch"  # torch | onnxruntime | tensorrt | auto (endo_depth_model.runtime)
