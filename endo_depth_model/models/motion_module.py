@@ -99,8 +99,10 @@ class TemporalAttention(nn.Module):
         # a block-diagonal (heads, C) matrix, so the key and value products are one batched GEMM per pixel
         # over all heads, straight on the cached (N, L + 1, C) tensors; the off-diagonal blocks are
         # dropped afterwards. The position terms are separate small GEMMs: q . (k + pk) = q . k + q . pk,
-        # and sum_j a_j (v_j + pv_j) = sum_j a_j v_j + sum_j a_j pv_j. 2-6x faster per module than
-        # adding the positions to the whole cache (benchmarks/node_profile.py), equal to 3e-7 in fp32.
+        # and sum_j a_j (v_j + pv_j) = sum_j a_j v_j + sum_j a_j pv_j. The vitt temporal modules went from
+        # 41.2 to 29.7 ms per frame against adding the positions to the whole cache (one thread,
+        # benchmarks/node_profile.py, results node_profile_bf16_224x280_causal_s9{_before,}.json); equal
+        # to 3e-7 in fp32 (tests/inference/test_causal.py checks the engine against the masked window).
         q = self.to_q(y + pe[-1]).float().reshape(n, h, d) * (d**-0.5)
         pk = self.to_k(pe).float().reshape(-1, h, d).permute(1, 2, 0)  # (h, d, L + 1)
         pv = self.to_v(pe).float().reshape(-1, h, d).transpose(0, 1)  # (h, L + 1, d)
