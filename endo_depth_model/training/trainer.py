@@ -255,7 +255,10 @@ class TrainSummary:
         ]
         rows += [(f"last {k}", f"{v:.5g}") for k, v in self.final.items()]
         if self.best_metric is not None and self.best_value is not None:
-            rows.append((f"best val {self.best_metric}", f"{self.best_value:.5g} at step {self.best_step}"))
+            shown = f"{self.best_value:.5g} at step {self.best_step}"
+            if self.best_step == 0 and self.steps > 0:
+                shown += " = the base model: no fine-tuned step beat it, checkpoints/best holds the base"
+            rows.append((f"best val {self.best_metric}", shown))
         rows.append(("last checkpoint", str(self.last_checkpoint)))
         rows.append(("best checkpoint", str(self.best_checkpoint)))
         width = max(len(r[0]) for r in rows)
@@ -548,7 +551,8 @@ class Trainer:
                 rows = list(csv.DictReader(fh))
             if not rows:
                 continue
-            keep = [r for r in rows if int(r["step"]) <= self.step]
+            # a fresh start (step 0) redoes everything, the step-0 validation included
+            keep = [r for r in rows if int(r["step"]) <= self.step] if self.step > 0 else []
             with path.open("w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
                 writer.writeheader()
@@ -686,8 +690,9 @@ class Trainer:
             file=sys.stderr,
         )
         if self.step == 0 and self.val_clips is not None and len(self.val_clips):
-            # the base model's validation, to compare the fine-tuned checkpoints against
-            base = self.validate()
+            # The base model's validation is the first candidate for ``best``: fine-tuning that never
+            # beats it leaves checkpoints/best = the base model (step 0), never a worse one.
+            base = self._validate_and_select()
             if self.info.is_main and base:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in base.items())
                 print(f"validation at step 0 (before training): {shown}", file=sys.stderr)
@@ -744,10 +749,10 @@ class Trainer:
             print(summary.table(), file=sys.stderr)
         return summary
 
-    def _validate_and_select(self) -> None:
+    def _validate_and_select(self) -> dict:
         metrics = self.validate()
         if not metrics:
-            return
+            return metrics
         name = self._select_metric(metrics)
         value = metrics[name]
         if self.info.is_main:
@@ -759,6 +764,7 @@ class Trainer:
         if self.best["value"] is None or value < self.best["value"]:
             self.best = {"metric": name, "value": value, "step": self.step}
             self._save("best", metrics, resumable=False)
+        return metrics
 
 
 def _data_summary(sequences, n_clips: int, d) -> str:

@@ -176,9 +176,10 @@ def test_exact_resume_equals_uninterrupted_run(tmp_path, weights, clips):
     state = torch.load(last / STATE_FILE, weights_only=True)
     assert set(state) >= {"optimizer", "scheduler", "rng", "step", "best"}
 
-    # selection on the validation split (it has ground truth: median-scaled AbsRel), steps 1 and 2
+    # selection on the validation split (it has ground truth: median-scaled AbsRel): the base model
+    # (step 0) and steps 1 and 2
     val_rows = _read_rows(tmp_path / "full/val_log.csv")
-    assert [int(r["step"]) for r in val_rows] == [1, 2]
+    assert [int(r["step"]) for r in val_rows] == [0, 1, 2]
     assert summary.best_metric == "abs_rel"
     values = [float(r["abs_rel"]) for r in val_rows]
     best_step = int(val_rows[int(np.argmin(values))]["step"])
@@ -281,3 +282,25 @@ def test_streaming_mode_fine_tuning_keeps_later_frames_out(tmp_path, weights, cl
             ]
     torch.testing.assert_close(out[True][0][:, :-1], out[True][1][:, :-1], rtol=1e-5, atol=1e-7)
     assert (out[False][0][:, :-1] - out[False][1][:, :-1]).abs().max() > 1e-6
+
+
+def test_summary_says_when_the_base_model_stayed_best():
+    from endo_depth_model.training.trainer import TrainSummary
+
+    def summary(best_step):
+        return TrainSummary(
+            steps=600,
+            start_step=0,
+            world_size=1,
+            seconds=1.0,
+            final={"loss": 0.06},
+            best_metric="abs_rel",
+            best_value=0.0904,
+            best_step=best_step,
+            last_checkpoint=Path("c/last"),
+            best_checkpoint=Path("c/best"),
+            trainable={"depth": 10, "percent": 0.1},
+        ).table()
+
+    assert "the base model" in summary(0) and "0.0904 at step 0" in summary(0)
+    assert "the base model" not in summary(300)
