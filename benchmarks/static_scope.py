@@ -1,7 +1,9 @@
 """Benchmark: does a scope held still stay still, and do moving scopes keep their odometry?
 
-The node's pipeline (causal, the shipped depth and pose networks) with the zero-motion test off
-(``static_ratio 0``) and on (the default), over
+The node's pipeline (causal, the shipped depth and pose networks) in four odometry configurations:
+``net`` (the pose network's steps as they are), ``net_test`` (with the zero-motion test at
+``--net-ratio``, the default before photometric refinement), ``refined`` (``pose_refine`` on, no test)
+and ``refined_test`` (the defaults: refinement and the test at ``--ratio``), over
 
 * the real EndoNeRF clip (camera fixed, tissue pulled; ``../shared/data/real``, skipped when absent):
   integrated path length over the median predicted depth, and the final rotation;
@@ -30,11 +32,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from model_quality import PRESETS, REAL, read_clip, render  # noqa: E402
 
 
-def run(rgbs: np.ndarray, K: np.ndarray, ratio: float, weights: str, pose_weights: str = "") -> dict:
+def run(
+    rgbs: np.ndarray, K: np.ndarray, ratio: float, weights: str, pose_weights: str = "", refine: bool = True
+) -> dict:
     from endo_depth_model.geometry import matrix_to_axis_angle
     from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
 
-    pipe = DepthPipeline(PipelineConfig(weights=weights, pose_weights=pose_weights, static_ratio=ratio))
+    cfg = PipelineConfig(weights=weights, pose_weights=pose_weights, static_ratio=ratio, pose_refine=refine)
+    pipe = DepthPipeline(cfg)
     poses, depths = [], []
     for i, rgb in enumerate(rgbs):
         out, motion = pipe.push(rgb, i, K=K)
@@ -46,6 +51,7 @@ def run(rgbs: np.ndarray, K: np.ndarray, ratio: float, weights: str, pose_weight
         "path_over_depth": float(np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum() / np.nanmedian(depths)),
         "final_rotation_deg": float(np.degrees(np.linalg.norm(matrix_to_axis_angle(poses[-1][:3, :3])))),
         "static_steps": pipe.stats.static_frames,
+        "refined_steps": pipe.stats.refined_steps,
         "steps": len(rgbs) - 1,
     }
 
@@ -61,7 +67,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="", help="depth weights (default: the shipped model)")
     ap.add_argument("--pose-weights", default="", help="pose network weights (default: the shipped one)")
-    ap.add_argument("--ratio", type=float, default=PipelineConfig().static_ratio, help="static_ratio when on")
+    default_ratio = PipelineConfig().static_ratio
+    ap.add_argument("--ratio", type=float, default=default_ratio, help="static_ratio with refinement")
+    ap.add_argument("--net-ratio", type=float, default=0.85, help="static_ratio without refinement")
     ap.add_argument("--data", type=Path, default=ROOT / "runs/quality_data", help="rendered held-out cache")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/static_scope.json")
@@ -70,19 +78,26 @@ def main() -> int:
     t0 = time.time()
     results: dict = {
         "ratio": args.ratio,
+        "net_ratio": args.net_ratio,
         "weights": args.weights or "shipped",
         "pose_weights": args.pose_weights or "shipped",
         "synthetic": {},
         "real": {},
     }
+    configs = (
+        ("net", 0.0, False),
+        ("net_test", args.net_ratio, False),
+        ("refined", 0.0, True),
+        ("refined_test", args.ratio, True),
+    )
     clip = REAL / "endonerf_pulling/pulling_gt.mp4"
     if clip.is_file():
         meta = json.loads((REAL / "endonerf_pulling/pulling_intrinsics.json").read_text())
         rgbs = read_clip(clip, 63, width=320)
         K = np.array([[meta["fx"], 0, meta["cx"]], [0, meta["fy"], meta["cy"]], [0, 0, 1.0]])
         K = scale_intrinsics(K, rgbs.shape[2] / meta["width"], rgbs.shape[1] / meta["height"])
-        for name, ratio in (("off", 0.0), ("on", args.ratio)):
-            r = run(rgbs, K, ratio, args.weights, args.pose_weights)
+        for name, ratio, refine in configs:
+            r = run(rgbs, K, ratio, args.weights, args.pose_weights, refine)
             r.pop("poses")
             results["real"][f"endonerf_pulling_{name}"] = r
     else:
@@ -93,8 +108,8 @@ def main() -> int:
             gt = data["poses"]
             moving = bool(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).max() > 1e-6)
             row = {"moving": moving}
-            for name, ratio in (("off", 0.0), ("on", args.ratio)):
-                r = run(data["rgb"], data["K"], ratio, args.weights, args.pose_weights)
+            for name, ratio, refine in configs:
+                r = run(data["rgb"], data["K"], ratio, args.weights, args.pose_weights, refine)
                 row[f"static_steps_{name}"] = r["static_steps"]
                 if moving:
                     row[f"ate_mm_{name}"] = snippet_ate(gt, r["poses"])[0] * 1e3
@@ -102,30 +117,34 @@ def main() -> int:
                     row[f"path_over_depth_{name}"] = r["path_over_depth"]
                     row[f"rotation_deg_{name}"] = r["final_rotation_deg"]
             results["synthetic"][f"{preset}_{seed}"] = row
+    names = [c[0] for c in configs]
+    moving = [row for row in results["synthetic"].values() if row["moving"]]
+    if moving:
+        means = {n: float(np.mean([row[f"ate_mm_{n}"] for row in moving])) for n in names}
+        results["mean_moving_ate_mm"] = means
     results["minutes"] = (time.time() - t0) / 60
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"\nzero-motion test (static_ratio {args.ratio}): off -> on")
-    for name in ("off", "on"):
+    ratios = f"static_ratio {args.net_ratio} without, {args.ratio} with refinement"
+    print(f"\nodometry: {' | '.join(names)} ({ratios})")
+    for name in names:
         r = results["real"].get(f"endonerf_pulling_{name}")
         if r:
             print(
-                f"  EndoNeRF (still scope) {name:>3}: path / depth {r['path_over_depth']:.3f}, rotation "
+                f"  EndoNeRF (still scope) {name:>12}: path / depth {r['path_over_depth']:.3f}, rotation "
                 f"{r['final_rotation_deg']:.2f} deg, identity steps {r['static_steps']}/{r['steps']}"
             )
     for key, row in results["synthetic"].items():
         if row["moving"]:
-            print(
-                f"  {key:<16} moving: ATE {row['ate_mm_off']:.3f} -> {row['ate_mm_on']:.3f} mm, identity "
-                f"steps {row['static_steps_off']} -> {row['static_steps_on']}"
-            )
+            shown = " | ".join(f"{row[f'ate_mm_{n}']:.3f}" for n in names)
+            print(f"  {key:<16} moving: ATE mm {shown}; identity steps {row['static_steps_refined_test']}")
         else:
-            print(
-                f"  {key:<16} still : path / depth {row['path_over_depth_off']:.3f} -> "
-                f"{row['path_over_depth_on']:.3f}, rotation {row['rotation_deg_off']:.2f} -> "
-                f"{row['rotation_deg_on']:.2f} deg"
-            )
+            shown = " | ".join(f"{row[f'path_over_depth_{n}']:.3f}" for n in names)
+            print(f"  {key:<16} still : path / depth {shown}")
+    if moving:
+        means = results["mean_moving_ate_mm"]
+        print("  mean moving ATE mm: " + " | ".join(f"{means[n]:.3f}" for n in names))
     print(f"{results['minutes']:.1f} min; saved {args.out}")
     return 0
 

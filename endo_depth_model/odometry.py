@@ -240,3 +240,101 @@ def photometric_scale(
     curvature = y[0] - 2 * y[1] + y[2]
     shift = 0.5 * (y[0] - y[2]) / curvature if curvature > 0 else 0.0  # parabola through the three
     return float(np.exp(x[1] + float(np.clip(shift, -0.5, 0.5)) * (x[2] - x[1])))
+
+
+#: coarse-to-fine levels of :func:`refine_motion`: (fraction of the pose size, Gauss-Newton iterations)
+REFINE_LEVELS = ((0.25, 6), (0.5, 4))
+
+
+def refine_motion(
+    prev,
+    cur,
+    depth: np.ndarray,
+    K: np.ndarray,
+    T_init: np.ndarray,
+    levels: tuple[tuple[float, int], ...] = REFINE_LEVELS,
+    blur: float = 1.5,
+    huber: float = 1.345,
+    max_rotation_deg: float = 30.0,
+) -> np.ndarray:
+    """The rigid step ``T_init`` (4, 4: current-camera points into the previous camera) refined by direct
+    photometric alignment: the previous frame, warped through the current ``depth`` by the step, should
+    match the current frame. Gauss-Newton on the grey images (blurred by ``blur``), coarse to fine over
+    ``levels`` (fraction of the image size, iterations), with Huber weights whose scale follows the
+    residuals' median absolute deviation, so what moves on its own (instruments, pulled tissue) weighs
+    less. The translation comes out in the unit of ``depth``.
+
+    ``prev``, ``cur`` (1, 3, h, w) images in [0, 1] (torch or numpy); ``depth`` (h, w), NaN where unknown;
+    ``K`` (3, 3) at (h, w). Returns ``T_init`` unchanged when too few pixels are known, or when the
+    solution is not finite or turns by more than ``max_rotation_deg`` (a diverged solve)."""
+    import cv2
+
+    from endo_depth_model.geometry import scale_intrinsics
+
+    depth = np.asarray(depth, dtype=np.float32)
+    h, w = depth.shape
+    known = np.isfinite(depth) & (depth > 0)
+    T0 = np.array(T_init, dtype=np.float64)
+    if known.mean() < 0.05 or not np.all(np.isfinite(T0)):
+        return T0
+    unit = float(np.median(depth[known]))  # translation in scene units, so both halves are conditioned
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+
+    def grey(img) -> np.ndarray:
+        arr = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
+        g = np.tensordot(weights, arr[0].astype(np.float32), axes=1)
+        return cv2.GaussianBlur(g, (0, 0), blur) if blur > 0 else g
+
+    g_prev, g_cur = grey(prev), grey(cur)
+    filled = np.where(known, depth, 0.0).astype(np.float32)
+    T = T0.copy()
+    for fraction, iterations in levels:
+        hh, ww = max(8, int(round(h * fraction))), max(8, int(round(w * fraction)))
+        p = cv2.resize(g_prev, (ww, hh), interpolation=cv2.INTER_AREA)
+        c = cv2.resize(g_cur, (ww, hh), interpolation=cv2.INTER_AREA)
+        d = cv2.resize(filled, (ww, hh), interpolation=cv2.INTER_NEAREST)
+        gx = cv2.Sobel(p, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(p, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        Kl = scale_intrinsics(K, ww / w, hh / h)
+        fx, fy, cx, cy = Kl[0, 0], Kl[1, 1], Kl[0, 2], Kl[1, 2]
+        m = d > 0
+        vv, uu = np.nonzero(m)
+        z0 = d[m].astype(np.float64)
+        X = np.stack([(uu - cx) / fx * z0, (vv - cy) / fy * z0, z0], axis=1)
+        target = c[m].astype(np.float64)
+        for _ in range(iterations):
+            q = X @ T[:3, :3].T + T[:3, 3]
+            z = q[:, 2]
+            ok = z > 1e-6 * unit
+            zs = np.where(ok, z, 1.0)
+            u, v = fx * q[:, 0] / zs + cx, fy * q[:, 1] / zs + cy
+            ok &= (u >= 0) & (u <= ww - 1) & (v >= 0) & (v <= hh - 1)
+            if ok.sum() < 50:
+                break
+            mu, mv = u[ok].astype(np.float32)[:, None], v[ok].astype(np.float32)[:, None]
+            warped = cv2.remap(p, mu, mv, cv2.INTER_LINEAR).ravel()
+            dx = cv2.remap(gx, mu, mv, cv2.INTER_LINEAR).ravel().astype(np.float64)
+            dy = cv2.remap(gy, mu, mv, cv2.INTER_LINEAR).ravel().astype(np.float64)
+            r = target[ok] - warped
+            qk, zk = q[ok], z[ok]
+            # residual r = I_cur - I_prev(pi(q)): dr/dq = -grad I_prev . dpi/dq
+            a, b = -dx * fx / zk, -dy * fy / zk
+            Jq = np.stack([a, b, -(a * qk[:, 0] + b * qk[:, 1]) / zk], axis=1)
+            # left perturbation q' = q + w x q + unit * t: dr/dw = q x Jq, dr/dt = unit * Jq
+            J = np.concatenate([np.cross(qk, Jq), Jq * unit], axis=1)
+            absr = np.abs(r)
+            k = huber * (1.4826 * float(np.median(absr)) + 1e-6)
+            wt = np.minimum(1.0, k / np.maximum(absr, 1e-12))
+            H = J.T @ (J * wt[:, None])
+            H += (1e-6 * np.trace(H) / 6 + 1e-12) * np.eye(6)
+            delta = -np.linalg.solve(H, J.T @ (wt * r))
+            dT = np.eye(4)
+            dT[:3, :3] = cv2.Rodrigues(delta[:3].reshape(3, 1))[0]
+            dT[:3, 3] = delta[3:] * unit
+            T = dT @ T
+            if np.abs(delta).max() < 1e-6:
+                break
+    angle = np.degrees(np.arccos(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0)))
+    if not np.all(np.isfinite(T)) or angle > max_rotation_deg:
+        return T0
+    return T

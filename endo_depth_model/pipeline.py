@@ -102,14 +102,20 @@ class PipelineConfig:
     # image-level scene cuts (endo_depth_model.scene_cut): re-anchor depth, start a new odometry segment
     # (the pose holds across the cut) and restart the kinematic scale
     scene_cuts: bool = True
+    # photometric refinement of each odometry step (endo_depth_model.odometry.refine_motion, needs the
+    # intrinsics): the pose network's step is the start of a Gauss-Newton alignment of the previous frame,
+    # warped through the current depth, to the current frame; the translation then shares the depth's unit.
+    # On the held-out moving sequences it lowers the mean snippet ATE from 0.349 to 0.249 mm with the
+    # zero-motion test below (docs/BENCHMARKS.md); about 8 ms per frame on one CPU thread.
+    pose_refine: bool = True
     # zero-motion test (endo_depth_model.odometry.zero_motion_errors, needs the intrinsics): when the
-    # previous frame unmoved explains the current one clearly better than the previous frame warped by
-    # the predicted motion (median photometric error unmoved <= static_ratio x moved), the step is the
-    # identity: a scope held still stays still while tissue and instruments move. 0 turns it off. 0.85
-    # since the v9b depth network (0.8 with v7, 0.7 before): the still EndoNeRF scope then meets its
-    # targets (at 0.8 it travelled 0.063 x depth) for 3 % more mean ATE on moving held-out sequences than
-    # 0.8 (docs/BENCHMARKS.md)
-    static_ratio: float = 0.85
+    # previous frame unmoved explains the current one about as well as the previous frame warped by the
+    # (refined) step (median photometric error unmoved <= static_ratio x moved), the step is the identity:
+    # a scope held still stays still while tissue and instruments move. 0 turns it off. With
+    # pose_refine the step is the photometric optimum, so a motion must win by a margin: 1.15 (the still
+    # EndoNeRF scope travels 0.6 % of the depth and turns 0.29 deg); without pose_refine 0.85 was measured
+    # best (docs/BENCHMARKS.md)
+    static_ratio: float = 1.15
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
@@ -146,8 +152,8 @@ class PipelineConfig:
             )
         if self.scale_mode not in SCALE_MODES:
             problems.append(f"scale_mode {self.scale_mode!r} is not one of {SCALE_MODES}")
-        if not 0.0 <= self.static_ratio <= 1.0:
-            problems.append(f"static_ratio must be in 0..1 (0 = off), got {self.static_ratio}")
+        if not 0.0 <= self.static_ratio <= 2.0:
+            problems.append(f"static_ratio must be in 0..2 (0 = off), got {self.static_ratio}")
         if not 0.25 <= self.pose_input_scale <= 1.0:
             problems.append(f"pose_input_scale must be in 0.25..1, got {self.pose_input_scale}")
         if not self.fixed_scale > 0:
@@ -226,6 +232,7 @@ class PipelineStats:
     reanchor_reasons: dict = field(default_factory=dict)  # reason -> count (first, scene_cut, residual, ...)
     scene_cuts: int = 0  # image-level cuts detected: each starts a new odometry segment
     static_frames: int = 0  # odometry steps the zero-motion test set to the identity
+    refined_steps: int = 0  # odometry steps refined photometrically (pose_refine)
     zero_motion: list = field(default_factory=list)  # recent (error unmoved, error moved) pairs
     fov_empty: int = 0  # frames in which nothing was visible (all black): no depth, no odometry step
     frozen_frames: int = 0  # frames byte-identical to the one before (a hung grabber): confidence 0
@@ -509,12 +516,18 @@ class DepthPipeline:
         depth = cv2.resize(last.relative_depth, (w, h), interpolation=cv2.INTER_NEAREST)
         return prev.cpu(), cur.cpu(), depth, scale_intrinsics(K, w / W, h / H)
 
-    def _zero_motion(self, step: np.ndarray, K: np.ndarray) -> np.ndarray:
-        """The identity instead of ``step`` when the zero-motion test says the camera stood still."""
-        from endo_depth_model.odometry import zero_motion_errors
+    def _check_motion(self, step: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """``step`` refined photometrically (``pose_refine``), then the identity instead when the
+        zero-motion test (``static_ratio``) says the camera stood still."""
+        from endo_depth_model.odometry import refine_motion, zero_motion_errors
 
         pair = self._pair_at_pose_size(K)
         if pair is None:
+            return step
+        if self.cfg.pose_refine:
+            step = refine_motion(*pair, step)
+            self.stats.refined_steps += 1
+        if self.cfg.static_ratio <= 0:
             return step
         e_still, e_moved = zero_motion_errors(*pair, step)
         self.stats.zero_motion.append((e_still, e_moved))
@@ -593,8 +606,8 @@ class DepthPipeline:
         if self.pose_model is not None:
             state = self.scale.state()
             if step is not None:
-                if K is not None and self.cfg.static_ratio > 0:
-                    step = self._zero_motion(step, K)
+                if K is not None and (self.cfg.static_ratio > 0 or self.cfg.pose_refine):
+                    step = self._check_motion(step, K)
                 T = self.odometry.update(step, state.scale)
                 motion = FrameMotion(stamp, T, step, state)
                 self._steps[index] = step

@@ -224,11 +224,16 @@ PARAMETERS: tuple[Param, ...] = (
         "scene_cuts",
     ),
     Param(
+        "pose_refine",
+        "refine each odometry step by direct photometric alignment through the depth (needs intrinsics)",
+        "pose_refine",
+    ),
+    Param(
         "static_ratio",
-        "zero-motion test: odometry step = identity when the unmoved previous frame explains "
-        "the image this much better than the predicted motion (0 = off)",
+        "zero-motion test: odometry step = identity when the unmoved previous frame's photometric "
+        "error is at most this times the moved one's (0 = off)",
         "static_ratio",
-        (0.0, 1.0, 0.0),
+        (0.0, 2.0, 0.0),
     ),
     # node (NodeParams)
     Param(
@@ -731,6 +736,7 @@ class DepthNode(Node):
             "latency_mode": self.pipeline.latency_mode,
             "scene_cuts": self.pipeline.stats.scene_cuts,
             "static_frames": self.pipeline.stats.static_frames,
+            "refined_steps": self.pipeline.stats.refined_steps,
             "hold_back_frames": self.pipeline.stream.frames_pending,
             "field_of_view": self.pipeline.stats.fov_kind or "off",
             "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",

@@ -125,3 +125,83 @@ def test_zero_motion_errors_tell_a_moving_camera_from_a_still_one():
     assert np.allclose(matrix_to_axis_angle(scale_motion(R, 2.0)[:3, :3]), [0, 0, 0.2], atol=1e-9)
     # nothing known (all NaN depth): no verdict
     assert all(np.isnan(zero_motion_errors(prev, cur, np.full_like(depth, np.nan), K, T)))
+
+
+def _bumpy_pair(T: np.ndarray, size=(96, 128)):
+    """A smooth random texture on a bumpy surface 4-6 cm away, seen before and after the camera motion
+    ``T`` (current camera points into the previous camera), rendered by backward warping with the
+    current frame's exact depth: prev, cur, depth (of the current frame), K."""
+    import torch
+    import torch.nn.functional as F
+
+    from endo_depth_model import geometry
+
+    h, w = size
+    g = torch.Generator().manual_seed(3)
+    tex = F.interpolate(torch.rand(1, 3, h // 4, w // 4, generator=g), size=(h, w), mode="bicubic").clamp(
+        0, 1
+    )
+    K = np.array([[100.0, 0, (w - 1) / 2], [0, 100.0, (h - 1) / 2], [0, 0, 1]])
+    v, u = np.mgrid[0:h, 0:w]
+    depth = (0.05 + 0.006 * np.sin(u / 11.0) * np.cos(v / 9.0) + 0.004 * (u / w - 0.5)).astype(np.float32)
+    d = torch.from_numpy(depth)[None, None]
+    Kt = torch.as_tensor(K, dtype=torch.float32)
+    pix, _ = geometry.project(geometry.backproject(d, Kt), Kt, torch.as_tensor(T, dtype=torch.float32)[None])
+    cur = geometry.sample(tex, pix).reshape(1, 3, h, w)
+    return tex, cur, depth, K
+
+
+def _rotation(axis, degrees):
+    import cv2
+
+    axis = np.asarray(axis, dtype=np.float64)
+    return cv2.Rodrigues((axis / np.linalg.norm(axis) * np.radians(degrees)).reshape(3, 1))[0]
+
+
+def _angle_deg(R):
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
+
+
+def test_refine_motion_recovers_the_true_step_from_a_poor_prediction():
+    """Direct photometric alignment: from a prediction with 60 % of the translation and a wrong 1.5 deg
+    rotation, the refined step is close to the truth; where nothing moved it goes back to no motion."""
+    import torch
+
+    from endo_depth_model.odometry import refine_motion, scale_motion
+
+    T = np.eye(4)
+    T[:3, :3] = _rotation([0.2, 1.0, 0.1], 1.0)
+    T[:3, 3] = [0.002, -0.001, 0.001]
+    prev, cur, depth, K = _bumpy_pair(T)
+    init = scale_motion(T, 0.4)
+    init[:3, :3] = _rotation([1.0, 0.0, 0.3], 1.5) @ init[:3, :3]
+    refined = refine_motion(prev, cur, depth, K, init)
+    before = np.linalg.norm(init[:3, 3] - T[:3, 3])
+    after = np.linalg.norm(refined[:3, 3] - T[:3, 3])
+    assert after < 0.15 * before, (before, after)
+    assert _angle_deg(refined[:3, :3] @ T[:3, :3].T) < 0.2
+    assert _angle_deg(init[:3, :3] @ T[:3, :3].T) > 1.0  # the start was clearly off
+    # a still camera (the same view with sensor noise) and a predicted motion: back to (almost) none
+    noisy = (prev + 0.01 * torch.randn(prev.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    still = refine_motion(prev, noisy, depth, K, T)
+    assert np.linalg.norm(still[:3, 3]) < 0.1 * np.linalg.norm(T[:3, 3])
+    assert _angle_deg(still[:3, :3]) < 0.1
+
+
+def test_refine_motion_gives_back_the_prediction_when_it_cannot_tell():
+    """No known depth, a black frame (no texture to align) or a non-finite prediction: the prediction
+    comes back unchanged, never NaN."""
+    import torch
+
+    from endo_depth_model.odometry import refine_motion
+
+    T = np.eye(4)
+    T[:3, 3] = [0.002, 0.0, 0.0]
+    prev, cur, depth, K = _bumpy_pair(T)
+    assert np.array_equal(refine_motion(prev, cur, np.full_like(depth, np.nan), K, T), T)
+    black = torch.zeros_like(prev)
+    out = refine_motion(black, black, depth, K, T)
+    assert np.all(np.isfinite(out)) and np.allclose(out, T, atol=1e-9)
+    bad = T.copy()
+    bad[0, 3] = np.nan
+    assert np.array_equal(refine_motion(prev, cur, depth, K, bad), bad, equal_nan=True)

@@ -175,7 +175,7 @@ def test_a_scope_held_still_stays_still_and_a_moving_one_moves():
         pipe.push(rgb, i, K=seq["K"])
     assert pipe.stats.static_frames <= 1 and len(pipe.stats.zero_motion) == 5
     with pytest.raises(PipelineError, match="static_ratio"):
-        DepthPipeline(PipelineConfig(static_ratio=1.5))
+        DepthPipeline(PipelineConfig(static_ratio=2.5))
 
 
 def test_photometric_kinematic_scale_follows_the_depth_not_the_pose_network():
