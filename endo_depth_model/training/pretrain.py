@@ -555,7 +555,9 @@ def _sample_clip(cfg: PretrainConfig, seqs: list[dict], rng: np.random.Generator
     """One training clip: indices into a random sequence (stride 1-2, random direction) and a flip."""
     seq = seqs[rng.integers(len(seqs))]
     n = len(seq["rgb"])
-    stride = int(rng.integers(1, 3))
+    # stride 2 only where the clip still fits (a 16-frame clip in 24 frames takes stride 1)
+    max_stride = 2 if cfg.clip < 2 else max(1, min(2, (n - 1) // (cfg.clip - 1)))
+    stride = int(rng.integers(1, max_stride + 1))
     start = int(rng.integers(0, n - (cfg.clip - 1) * stride))
     idx = start + stride * np.arange(cfg.clip)
     if rng.random() < 0.5:
@@ -587,6 +589,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     sizes = parse_input_scales(cfg)  # before the rendering: a bad value fails at once
     if not 0.0 <= cfg.causal_fraction <= 1.0:
         raise ValueError(f"causal_fraction must be in [0, 1], got {cfg.causal_fraction}")
+    if not 1 <= cfg.clip <= cfg.frames:
+        raise ValueError(f"clip {cfg.clip} must be 1..frames ({cfg.frames}): a clip comes from one sequence")
     out.mkdir(parents=True, exist_ok=True)
     seqs = render_dataset(cfg)
     kinds = {}

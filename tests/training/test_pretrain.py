@@ -274,3 +274,21 @@ def test_causal_attention_keeps_the_future_out():
     assert (full_a[:, :3] - full_b[:, :3]).abs().max() > 1e-4  # full attention sees the changed frame
     with pytest.raises(ValueError, match="causal_fraction"):
         pretrain(PretrainConfig(causal_fraction=1.5))
+
+
+def test_clips_longer_than_half_a_sequence_fit():
+    """A 16-frame clip in 24-frame sequences draws stride 1 only (stride 2 would need 31 frames); shorter
+    clips keep strides 1 and 2; a clip longer than the sequences is refused before any rendering."""
+    from endo_depth_model.training.pretrain import PretrainConfig, _sample_clip, pretrain
+
+    seqs = [{"rgb": np.zeros((24, 1, 1, 3), np.uint8)}]
+    rng = np.random.default_rng(0)
+    for clip, strides in ((16, {1}), (8, {1, 2})):
+        seen = set()
+        for _ in range(200):
+            _, idx, _ = _sample_clip(PretrainConfig(clip=clip, frames=24), seqs, rng)
+            assert len(idx) == clip and idx.min() >= 0 and idx.max() <= 23
+            seen.add(int(abs(idx[1] - idx[0])))
+        assert seen == strides, (clip, seen)
+    with pytest.raises(ValueError, match="clip 30 must be 1..frames"):
+        pretrain(PretrainConfig(clip=30, frames=24, out="/nonexistent/never_written"))
