@@ -243,7 +243,7 @@ def photometric_scale(
 
 
 #: coarse-to-fine levels of :func:`refine_motion`: (fraction of the pose size, Gauss-Newton iterations)
-REFINE_LEVELS = ((0.25, 6), (0.5, 4))
+REFINE_LEVELS = ((0.25, 4), (0.5, 3))
 
 
 def refine_motion(

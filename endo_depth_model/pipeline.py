@@ -103,10 +103,11 @@ class PipelineConfig:
     # (the pose holds across the cut) and restart the kinematic scale
     scene_cuts: bool = True
     # photometric refinement of each odometry step (endo_depth_model.odometry.refine_motion, needs the
-    # intrinsics): the pose network's step is the start of a Gauss-Newton alignment of the previous frame,
-    # warped through the current depth, to the current frame; the translation then shares the depth's unit.
-    # On the held-out moving sequences it lowers the mean snippet ATE from 0.349 to 0.249 mm with the
-    # zero-motion test below (docs/BENCHMARKS.md); about 8 ms per frame on one CPU thread.
+    # intrinsics): the pose network's step is the start of a Gauss-Newton alignment of the current frame,
+    # warped through the previous frame's depth, to the previous frame (so it runs in the pose thread,
+    # beside the depth network); the translation then shares the depth's unit. On the held-out moving
+    # sequences it lowers the mean snippet ATE from 0.349 to 0.243 mm with the zero-motion test below
+    # (docs/BENCHMARKS.md); about 6 ms per frame on one CPU thread.
     pose_refine: bool = True
     # zero-motion test (endo_depth_model.odometry.zero_motion_errors, needs the intrinsics): when the
     # previous frame unmoved explains the current one about as well as the previous frame warped by the
@@ -516,20 +517,39 @@ class DepthPipeline:
         depth = cv2.resize(last.relative_depth, (w, h), interpolation=cv2.INTER_NEAREST)
         return prev.cpu(), cur.cpu(), depth, scale_intrinsics(K, w / W, h / H)
 
-    def _check_motion(self, step: np.ndarray, K: np.ndarray) -> np.ndarray:
+    def _motion_step(self, rgb: np.ndarray, K, prev_depth) -> np.ndarray | None:
+        """The pose network's step for ``rgb``, then :meth:`_check_motion` with the previous frame's depth
+        (so the whole step runs beside the depth network, in the pose thread where there is one)."""
+        step = self._pose_step(rgb)
+        if step is None or K is None or prev_depth is None:
+            return step
+        if self.cfg.static_ratio <= 0 and not self.cfg.pose_refine:
+            return step
+        return self._check_motion(step, K, prev_depth)
+
+    def _check_motion(self, step: np.ndarray, K: np.ndarray, prev_depth) -> np.ndarray:
         """``step`` refined photometrically (``pose_refine``), then the identity instead when the
-        zero-motion test (``static_ratio``) says the camera stood still."""
+        zero-motion test (``static_ratio``) says the camera stood still. Both warp through
+        ``prev_depth`` (the previous finalised frame): the frames' roles swap, so the inverse step is
+        refined and tested (the current frame warped into the previous one)."""
+        import cv2
+
+        from endo_depth_model.geometry import scale_intrinsics
         from endo_depth_model.odometry import refine_motion, zero_motion_errors
 
-        pair = self._pair_at_pose_size(K)
-        if pair is None:
-            return step
+        prev, cur = (x.cpu() for x in self._pose_pair)
+        h, w = cur.shape[-2:]
+        H, W = prev_depth.depth.shape
+        depth = cv2.resize(prev_depth.relative_depth, (w, h), interpolation=cv2.INTER_NEAREST)
+        K = scale_intrinsics(K, w / W, h / H)
+        back = np.linalg.inv(step)  # previous-camera points into the current camera
         if self.cfg.pose_refine:
-            step = refine_motion(*pair, step)
+            back = refine_motion(cur, prev, depth, K, back)
+            step = np.linalg.inv(back)
             self.stats.refined_steps += 1
         if self.cfg.static_ratio <= 0:
             return step
-        e_still, e_moved = zero_motion_errors(*pair, step)
+        e_still, e_moved = zero_motion_errors(cur, prev, depth, K, back)
         self.stats.zero_motion.append((e_still, e_moved))
         del self.stats.zero_motion[:-300]
         if np.isfinite(e_still) and e_still <= self.cfg.static_ratio * e_moved:
@@ -589,9 +609,9 @@ class DepthPipeline:
                 if empty:
                     self._prev_pose_input = None
                 elif self._pose_pool is not None:
-                    pose_job = self._pose_pool.submit(self._pose_step, rgb)
+                    pose_job = self._pose_pool.submit(self._motion_step, rgb, K, self._last_depth)
                 else:
-                    step = self._pose_step(rgb)
+                    step = self._motion_step(rgb, K, self._last_depth)
             try:
                 results = self.stream.push(rgb, stamp)
             except BaseException:
@@ -606,8 +626,6 @@ class DepthPipeline:
         if self.pose_model is not None:
             state = self.scale.state()
             if step is not None:
-                if K is not None and (self.cfg.static_ratio > 0 or self.cfg.pose_refine):
-                    step = self._check_motion(step, K)
                 T = self.odometry.update(step, state.scale)
                 motion = FrameMotion(stamp, T, step, state)
                 self._steps[index] = step
