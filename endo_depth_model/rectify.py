@@ -65,6 +65,25 @@ class Rectifier:
             raise DistortionError(f"image is {image.shape[:2]}, the calibration is for {self.hw}")
         return cv2.remap(image, self.map1, self.map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
+    def rectify_depth(self, depth: np.ndarray) -> np.ndarray:
+        """A depth map aligned with the distorted image, moved onto the rectified pixels.
+
+        Depth along the optical axis belongs to the 3D point, not the pixel, so values are carried over
+        unchanged (nearest neighbour: no blending across edges); pixels with no source are NaN.
+        """
+        import cv2
+
+        if depth.shape[:2] != self.hw:
+            raise DistortionError(f"depth is {depth.shape[:2]}, the calibration is for {self.hw}")
+        return cv2.remap(
+            depth.astype(np.float32),
+            self.map1,
+            self.map2,
+            cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=float("nan"),
+        )
+
     def camera_model(self) -> tuple[np.ndarray, np.ndarray, str]:
         """(K, D, model) of the rectified images: the same K, no distortion."""
         return self.K.copy(), np.zeros(5), "plumb_bob"

@@ -8,11 +8,14 @@ one converter.
 Topics written by :func:`write_rosbag` (all relative names can be changed by arguments):
 
 * ``/endoscope/image_raw``   sensor_msgs/Image rgb8, frame ``endoscope_optical_frame``
-* ``/endoscope/camera_info`` sensor_msgs/CameraInfo (plumb_bob, zero distortion, P = [K | 0])
+* ``/endoscope/camera_info`` sensor_msgs/CameraInfo (plumb_bob, zero distortion unless given, P = [K | 0])
 * ``/ground_truth/depth``    sensor_msgs/Image 32FC1, metres, NaN invalid (REP 118)
 * ``/ground_truth/pose``     geometry_msgs/PoseStamped: T_world_cam in frame ``world``, metres
 
 All messages of one frame share the header stamp; the reader pairs ground truth to images by stamp.
+A recording whose CameraInfo carries lens distortion (``D``, any model of
+:mod:`endo_depth_model.rectify`) is rectified on reading, images and ground-truth depth alike, so
+training, evaluation and inference see pinhole frames with ``K``; an unknown model is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..image_encoding import (
     numpy_to_image_fields,
     to_rgb8,
 )
+from ..rectify import DistortionError, Rectifier, make_rectifier
 from .sequence import CorruptFileError, DataError, Frame, MissingFileError, Sequence, depth_from_millimetres
 
 __all__ = [
@@ -62,7 +66,9 @@ class RosbagWriter:
     ``storage`` is ``mcap`` or ``sqlite3``; ``out_dir`` must not exist yet (rosbag2 convention). Depth
     and pose topics are created when the first frame carrying them arrives. ``image_format`` ``jpeg``
     or ``png`` writes the colour images as ``sensor_msgs/CompressedImage`` on ``<image_topic>/compressed``
-    (as image_transport names it) instead of raw ``sensor_msgs/Image``.
+    (as image_transport names it) instead of raw ``sensor_msgs/Image``. ``distortion`` = (model, D)
+    goes into every CameraInfo as it is; the default (plumb_bob, zeros) says the frames are pinhole
+    images, as the simulator renders them and :func:`open_rosbag` returns them.
     """
 
     def __init__(
@@ -76,12 +82,16 @@ class RosbagWriter:
         frame_id: str = "endoscope_optical_frame",
         world_frame: str = "world",
         image_format: str = "raw",
+        distortion: tuple[str, Iterable[float]] | None = None,
     ):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if image_format not in ("raw", "jpeg", "png"):
             raise DataError(f"image_format must be raw, jpeg or png, got {image_format!r}")
         self.image_format = image_format
+        # the camera's lens distortion, written into every CameraInfo as it is (default: none)
+        model, D = distortion if distortion is not None else ("plumb_bob", np.zeros(5))
+        self.distortion = (str(model), np.asarray(list(D), dtype=np.float64))
         if image_format != "raw":
             image_topic = f"{image_topic}/compressed"
 
@@ -143,8 +153,8 @@ class RosbagWriter:
             header=header,
             height=frame.height,
             width=frame.width,
-            distortion_model="plumb_bob",
-            d=np.zeros(5),
+            distortion_model=self.distortion[0],
+            d=self.distortion[1],
             k=K.ravel(),
             r=np.eye(3).ravel(),
             p=P.ravel(),
@@ -263,7 +273,7 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
         depth_topic = depth[0] if len(depth) == 1 and depth[0] != image_topic else None
         n_images = sum(c.msgcount for c in conns if c.topic == image_topic)
 
-        infos: list[tuple[int, np.ndarray, tuple[int, int]]] = []
+        infos: list[tuple[int, np.ndarray, tuple[int, int], str, np.ndarray]] = []
         poses: dict[int, np.ndarray] = {}
         small = [c for c in conns if c.topic in (info_topic, pose_topic)]
         if small:
@@ -275,6 +285,8 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
                             _stamp_ns(msg.header),
                             np.asarray(msg.k, np.float64).reshape(3, 3),
                             (int(msg.height), int(msg.width)),
+                            str(msg.distortion_model),
+                            np.asarray(msg.d, np.float64).ravel(),
                         )
                     )
                 else:
@@ -287,7 +299,19 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
         reader.close()
     if K is None and not infos:
         raise DataError(f"{path}: no CameraInfo for {image_topic}; pass intrinsics K")
-    info_stamps = np.array([s for s, _, _ in infos], dtype=np.int64)
+    info_stamps = np.array([info[0] for info in infos], dtype=np.int64)
+    distorted = sorted({info[3] for info in infos if info[4].size and np.any(info[4])})
+    if K is not None and distorted:
+        raise DataError(
+            f"{path}: the bag's CameraInfo ({info_topic}) has {distorted[0]} lens distortion, and intrinsics "
+            "K were given: drop K to use the bag's calibration (images are then rectified), or rectify "
+            "the bag first"
+        )
+    for info in infos:  # unknown models and bad coefficients are refused up front, naming the bag
+        try:
+            make_rectifier(info[1], info[4], info[3], info[2])
+        except DistortionError as exc:
+            raise DataError(f"{path}: CameraInfo on {info_topic}: {exc}") from exc
     meta = {
         "source": "rosbag",
         "path": str(path),
@@ -296,17 +320,23 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
         "depth_topic": depth_topic,
         "pose_topic": pose_topic,
         "intrinsics": "given" if K is not None else info_topic,
+        # lens distortion of the recording; its images (and ground-truth depth) are rectified to the
+        # pinhole K on reading, so every Frame is a pinhole image
+        "distortion": distorted[0] if distorted else "none",
     }
+    rectifiers: dict[int, Rectifier | None] = {}
 
-    def intrinsics_at(stamp: int, hw: tuple[int, int]) -> np.ndarray:
+    def calibration_at(stamp: int, hw: tuple[int, int]) -> tuple[np.ndarray, Rectifier | None]:
         if K is not None:
-            return np.asarray(K, dtype=np.float64)
+            return np.asarray(K, dtype=np.float64), None
         i = max(int(np.searchsorted(info_stamps, stamp, side="right")) - 1, 0)
         if infos[i][2] != hw and infos[i][2] != (0, 0):
             raise DataError(
                 f"{path}: CameraInfo size {infos[i][2]} differs from image size {hw} on {image_topic}"
             )
-        return infos[i][1].copy()
+        if i not in rectifiers:
+            rectifiers[i] = make_rectifier(infos[i][1], infos[i][4], infos[i][3], hw)
+        return infos[i][1].copy(), rectifiers[i]
 
     def decode_image(raw, msgtype: str = IMAGE_T) -> tuple[int, np.ndarray, str]:
         msg = ts.deserialize_cdr(raw, msgtype)
@@ -331,9 +361,13 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
             def emit(stamp, rgb):
                 nonlocal index
                 d = depth_by_stamp.pop(stamp, None)
+                K_frame, rectifier = calibration_at(stamp, rgb.shape[:2])
+                if rectifier is not None:
+                    rgb = rectifier.rectify(rgb)
+                    d = rectifier.rectify_depth(d) if d is not None else None
                 frame = Frame(
                     rgb=rgb,
-                    K=intrinsics_at(stamp, rgb.shape[:2]),
+                    K=K_frame,
                     depth=d,
                     T_world_cam=poses.get(stamp),
                     stamp_ns=stamp,

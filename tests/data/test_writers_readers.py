@@ -155,3 +155,61 @@ def test_mp4_round_trip_within_codec_bound(tmp_path, synth_frames):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     with pytest.raises(CorruptFileError, match="bad.mp4"):
         open_video(tmp_path / "bad.mp4")
+
+
+def _distort(frames, K, D):
+    """The frames as a camera with plumb_bob distortion ``D`` sees them: each distorted pixel samples the
+    pinhole image where its ray lands (OpenCV's own model), colour bilinear, depth nearest."""
+    from endo_depth_model.data.sequence import Frame
+
+    h, w = frames[0].rgb.shape[:2]
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    pts = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
+    und = cv2.undistortPoints(pts, K, np.asarray(D), P=K).reshape(h, w, 2).astype(np.float32)
+    out = []
+    for f in frames:
+        rgb = cv2.remap(f.rgb, und[..., 0], und[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        depth = cv2.remap(f.depth, und[..., 0], und[..., 1], cv2.INTER_NEAREST, borderValue=float("nan"))
+        out.append(
+            Frame(rgb=rgb, K=K, depth=depth, T_world_cam=f.T_world_cam, stamp_ns=f.stamp_ns, index=f.index)
+        )
+    return out
+
+
+def test_a_distorted_recording_is_rectified_on_reading_never_taken_as_pinhole(tmp_path):
+    """A bag whose CameraInfo says plumb_bob distortion (images and ground-truth depth made through
+    that lens from exact pinhole renders): reading it gives back the pinhole frames, colour and depth,
+    with the bag's K, and says so in meta; giving K as well, or an unknown model, is refused by name."""
+    from endo_depth_model.data.simulator import EndoscopySimulator, preset
+
+    truth = list(EndoscopySimulator(preset("target", n_frames=3, seed=5, height=120, width=160)))
+    K = truth[0].K
+    D = [-0.3, 0.09, 0.0, 0.0, 0.0]
+    write_rosbag(_distort(truth, K, D), tmp_path / "lens", distortion=("plumb_bob", D))
+    seq = open_rosbag(tmp_path / "lens")
+    assert seq.meta["distortion"] == "plumb_bob"
+    inner = np.zeros(truth[0].rgb.shape[:2], bool)
+    inner[12:-12, 16:-16] = True  # away from the edges the lens pushed out of view
+    for t, f, raw in zip(truth, seq, _distort(truth, K, D), strict=True):
+        np.testing.assert_allclose(f.K, K)
+        err = np.abs(f.rgb.astype(float) - t.rgb)[inner].mean()
+        err_raw = np.abs(raw.rgb.astype(float) - t.rgb)[inner].mean()
+        assert err < 0.35 * err_raw, (err, err_raw)  # rectified: close to the pinhole render
+        ok = inner & np.isfinite(f.depth) & np.isfinite(t.depth)
+        assert ok.mean() > 0.6 * inner.mean()
+        rel = np.abs(f.depth[ok] / t.depth[ok] - 1)
+        rel_raw = np.abs(raw.depth[ok] / t.depth[ok] - 1)  # NaN where the lens moved it out of view
+        assert np.median(rel) < 0.02 and np.median(rel) < 0.5 * np.nanmedian(rel_raw), (rel, rel_raw)
+    with pytest.raises(DataError, match="plumb_bob lens distortion.*drop K"):
+        open_rosbag(tmp_path / "lens", K=K)
+    write_rosbag(truth[:1], tmp_path / "odd", distortion=("kannala_brandt_x", [0.1, 0, 0, 0]))
+    with pytest.raises(DataError, match="odd.*kannala_brandt_x.*not supported"):
+        open_rosbag(tmp_path / "odd")
+    plain = open_rosbag(_write_plain(truth[:1], tmp_path / "plain"))
+    assert plain.meta["distortion"] == "none"
+    np.testing.assert_array_equal(plain[0].rgb, truth[0].rgb)
+
+
+def _write_plain(frames, path):
+    write_rosbag(frames, path)
+    return path
