@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 import pytest
 
 from endo_depth_model.cli import build_parser, main, plain
 from endo_depth_ros.cli import ROS_COMMANDS
 
+ROOT = Path(__file__).resolve().parents[1]
 MARKUP = re.compile(r"``|:[\w-]+:`")  # ``literal``, :class:`X`, :func:`f`, :mod:`m` ...
 
 
@@ -53,3 +55,47 @@ def test_help_as_the_user_sees_it(capsys):
     out = capsys.readouterr().out
     assert "endo-depth infer: aligned video depth" in out and "see endo_depth_model.data)" in out
     assert not MARKUP.search(out)
+
+
+BROKEN = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json"
+
+
+def _train_config(tmp_path, bad):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "recipes" / "train_quick.yaml").read_text())
+    cfg["model"]["weights"] = str(bad)
+    cfg["output_dir"] = str(tmp_path / "train")
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return ["train", "--config", str(path)]
+
+
+CORRUPT_CASES = {
+    "infer": lambda t, bad: ["infer", str(t / "nope.mp4"), "--weights", str(bad), "--device", "cpu"],
+    "eval": lambda t, bad: ["eval", str(t / "nope"), "--weights", str(bad), "--device", "cpu"],
+    "export": lambda t, bad: ["export", "--weights", str(bad), "--out", str(t / "x")],
+    "export --adapter": lambda t, bad: ["export", "--adapter", str(bad), "--out", str(t / "x")],
+    "pretrain --init": lambda t, bad: ["pretrain", "--init", str(bad), "--out", str(t / "p"), "--steps", "1"],
+    "pretrain --pose-init": lambda t, bad: [
+        *("pretrain", "--pose-init", str(bad), "--pose-steps", "1", "--out", str(t / "p"), "--steps", "1")
+    ],
+    "train": _train_config,
+    "demo": lambda t, bad: ["demo", "--weights", str(bad), "--out", str(t / "d")],
+    "loop --pose-weights": lambda t, bad: ["loop", "--pose-weights", str(bad), "--out", str(t / "l")],
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_CASES))
+def test_corrupt_weights_are_one_line_and_exit_code_1_in_every_command(case, tmp_path, capfd):
+    """A truncated .safetensors given to any command that takes weights: exit code 1 and one line that
+    names the file and says what is wrong, no traceback, and nothing rendered or started before."""
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(BROKEN)
+    argv = CORRUPT_CASES[case](tmp_path, bad)
+    assert main(argv, extra_commands=ROS_COMMANDS) == 1
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if "broken.safetensors" in line]
+    assert lines and ("not a valid safetensors" in lines[0] or "corrupt or truncated" in lines[0]), out + err
+    assert "Traceback" not in out + err
+    assert not any(p.name in ("p", "d", "l", "train") for p in tmp_path.iterdir())  # nothing made

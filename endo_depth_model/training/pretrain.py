@@ -25,24 +25,27 @@ import numpy as np
 
 @dataclass
 class PretrainConfig:
-    out: str = "runs/pretrain"
-    model: str = "vitt"
-    preset: str = "source"
-    sequences: int = 16
-    frames: int = 32
-    first_seed: int = 1000
+    out: str = "runs/pretrain"  #: output folder: weights, log, rendered data cache, resumable state
+    model: str = "vitt"  #: VDA config to train (vitt, vits, ...)
+    preset: str = "source"  #: simulator preset when mix is empty
+    sequences: int = 16  #: sequences of preset when mix is empty
+    frames: int = 32  #: frames rendered per sequence
+    first_seed: int = 1000  #: seed of the first training sequence (held-out seeds never overlap)
     #: scene mixture, e.g. ``lap:40,colon:20,source:8`` (kind:sequences); empty: ``sequences`` of ``preset``.
-    #: Kinds: source, target (fixed tube presets), colon (randomised lumen), lap (randomised laparoscopy)
+    #: Kinds: source, target (fixed tube presets), colon (randomised lumen), lap (randomised laparoscopy),
+    #: dome (a tube closed by a dome)
     mix: str = ""
-    input_height: int = 224
-    input_width: int = 280
-    clip: int = 4
-    steps: int = 600
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    min_depth: float = 0.001
-    max_depth: float = 0.3
-    level_weight: float = 0.1
+    input_height: int = 224  #: network input height (pixels)
+    input_width: int = 280  #: network input width (pixels)
+    clip: int = 4  #: frames per training clip (one sequence, random stride)
+    steps: int = 600  #: optimiser steps in all (a resumed run goes on to this)
+    lr: float = 2e-4  #: peak learning rate (AdamW)
+    weight_decay: float = 1e-4  #: AdamW weight decay
+    min_depth: float = 0.001  #: metres: the disparity-to-depth conversion's near limit
+    max_depth: float = 0.3  #: metres: its far limit
+    level_weight: float = (
+        0.1  #: weight of the log-median (level) difference of disparity, beside the SSI loss
+    )
     grad_weight: float = 0.0  #: multi-scale gradient matching (MiDaS), 4 scales
     temporal_weight: float = 0.0  #: temporal gradient matching (VDA) over consecutive clip frames
     #: scale-only term: L1 of disparity over its median, prediction against target. The SSI loss leaves the
@@ -77,17 +80,29 @@ class PretrainConfig:
     resume: bool = False  #: continue from out/state.pt: model, optimiser, step and RNG (data position)
     stop_at: int = 0  #: > 0: pause after this step (state saved; ``resume`` goes on to ``steps``)
     max_minutes: float = 0.0  #: > 0: pause after this much training time (state saved)
-    seed: int = 0
-    threads: int = 0
-    pose_steps: int = 0  # > 0: also pretrain the pose network on ground-truth relative poses
-    pose_batch: int = 4
-    pose_lr: float = 3e-4
+    seed: int = 0  #: seed of initialisation, clip order and augmentation
+    threads: int = 0  #: torch CPU threads (0: torch's default)
+    pose_steps: int = 0  #: > 0: also pretrain the pose network on ground-truth relative poses
+    pose_batch: int = 4  #: frame pairs per pose step
+    pose_lr: float = 3e-4  #: pose network peak learning rate
     pose_init: str = ""  #: start the pose network from these weights (e.g. the shipped pose network)
     #: > 0: every N steps, per-frame median-scaled AbsRel on validation sequences (kinds ``val_kinds``,
     #: seeds of their own, never the benchmarks'); the best step's weights go to ``<model>_best.safetensors``
     eval_every: int = 0
     val_kinds: str = "target,lap"
-    device: str = "auto"  # auto (CUDA when available), cpu, cuda[:N]
+    device: str = "auto"  #: auto (CUDA when available), cpu, cuda[:N]
+
+
+def check_start_files(cfg: PretrainConfig) -> None:
+    """Refuse unreadable ``init`` / ``pose_init`` files (:class:`~endo_depth_model.checkpoint.
+    CheckpointError`, one line naming the file) and a ``pose_init`` that would go unused."""
+    from endo_depth_model.checkpoint import read_state_dict
+
+    if cfg.pose_init and cfg.pose_steps <= 0:
+        raise ValueError("pose_init is used only with pose_steps > 0 (pose network pretraining)")
+    for path in (cfg.init, cfg.pose_init):
+        if path:
+            read_state_dict(path)  # raises CheckpointError: missing, truncated, pickled, not weights
 
 
 def _device(name: str):
@@ -591,6 +606,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         raise ValueError(f"causal_fraction must be in [0, 1], got {cfg.causal_fraction}")
     if not 1 <= cfg.clip <= cfg.frames:
         raise ValueError(f"clip {cfg.clip} must be 1..frames ({cfg.frames}): a clip comes from one sequence")
+    check_start_files(cfg)  # before the rendering, which can take an hour
     out.mkdir(parents=True, exist_ok=True)
     seqs = render_dataset(cfg)
     kinds = {}

@@ -395,7 +395,9 @@ def save_plots(rows: list[dict], summary: dict, path: Path) -> Path:
 
 def run_loop(args) -> dict:
     from endo_depth_ros import ros_env
+    from endo_depth_ros.tools.demo import check_weight_files
 
+    check_weight_files(args.weights, args.pose_weights, LoopError)  # before starting any node
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = ros_env.apply(domain_id=args.domain_id)

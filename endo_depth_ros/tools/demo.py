@@ -186,11 +186,25 @@ def save_preview(input_bag: Path, output_bag: Path, path: Path) -> Path:
     return path
 
 
+def check_weight_files(weights: str, pose_weights: str, error: type[Exception]) -> None:
+    """Refuse unreadable ``--weights`` / ``--pose-weights`` up front, as ``error`` with the checkpoint's
+    one-line reason (missing, truncated, pickled)."""
+    from endo_depth_model.checkpoint import CheckpointError, read_state_dict
+
+    for path in (weights, pose_weights):
+        if path:
+            try:
+                read_state_dict(path)
+            except CheckpointError as exc:
+                raise error(str(exc)) from None
+
+
 def run_demo(args) -> dict:
     from endo_depth_ros import ros_env
     from endo_depth_ros.node_runner import ToolSession, stop_process
     from endo_depth_ros.tools.bag import BagPlayer, BagRecorder, bag_info
 
+    check_weight_files(args.weights, args.pose_weights, DemoError)  # before rendering or starting anything
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = ros_env.apply(domain_id=args.domain_id)
