@@ -84,6 +84,8 @@ def colorize(
     if v.ndim != 2:
         raise ColorError(f"colorize takes an (H, W) map, got shape {v.shape}")
     finite = np.isfinite(v)
+    if not finite.any():  # nothing valid: all invalid colour, whatever the range
+        return np.broadcast_to(np.asarray(invalid_rgb, dtype=np.uint8), (*v.shape, 3)).copy()
     if vmin is None or vmax is None:
         if finite.any():
             lo, hi = robust_range(v)
@@ -138,7 +140,12 @@ class ColorRange:
         if self.range is not None:
             return self.range
         v = np.asarray(values, dtype=np.float64)
-        self._samples.append(v[np.isfinite(v)][:: max(1, v.size // 20000)])
+        finite = v[np.isfinite(v)]
+        if finite.size == 0:  # nothing valid (all NaN): it draws in the invalid colour whatever the range
+            if not self._samples:
+                return (0.0, 1.0)
+            return robust_range(np.concatenate(self._samples), self.percentiles)
+        self._samples.append(finite[:: max(1, v.size // 20000)])
         rng = robust_range(np.concatenate(self._samples), self.percentiles)
         if len(self._samples) >= self.warmup:
             self.range, self._samples = rng, []

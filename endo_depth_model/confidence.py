@@ -77,7 +77,9 @@ def confidence_map(
 ) -> np.ndarray:
     """(H, W) float32 confidence in [0, 1] of ``depth`` (H, W, NaN invalid) seen in ``rgb`` (H, W, 3)
     uint8. ``prev_depth`` (H, W): the previous frame's depth in the same unit, with ``K`` (3, 3, full
-    size) and the predicted motion ``T_prev_cur``; any of them None: no temporal evidence."""
+    size) and the predicted motion ``T_prev_cur``; any of them None: no temporal evidence. A non-finite
+    motion or residual gives NaN where it reaches (:meth:`DepthPipeline.confidence
+    <endo_depth_model.pipeline.DepthPipeline.confidence>` sets those pixels to 0 and counts the frame)."""
     import cv2
 
     from endo_depth_model.geometry import scale_intrinsics

@@ -151,9 +151,19 @@ def warp_depth(
     points = geometry.backproject(depth_t, K_t)  # (1, 3, H*W)
     pix, z = geometry.project(points, K_t, T_t, eps=eps)
     pix, z = pix[0].numpy(), z[0].numpy()
+    finite = np.isfinite(pix).all(axis=1) & np.isfinite(z)  # a non-finite pose or depth moves nothing
+    pix = np.where(finite[:, None], pix, -1.0)
     u = np.round(pix[:, 0]).astype(np.int64)
     v = np.round(pix[:, 1]).astype(np.int64)
-    keep = np.asarray(mask_src, dtype=bool).ravel() & (z > eps) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    keep = (
+        np.asarray(mask_src, dtype=bool).ravel()
+        & finite
+        & (z > eps)
+        & (u >= 0)
+        & (u < w)
+        & (v >= 0)
+        & (v < h)
+    )
     u, v, z = u[keep], v[keep], z[keep]
     order = np.argsort(-z, kind="stable")  # farthest first, so the nearest is written last
     out = np.zeros((h, w), dtype=np.float64)

@@ -66,6 +66,7 @@ class ScaleEstimator:
         window: int = 30,
         min_pairs: int = 5,
         min_motion_m: float = 1e-4,
+        metric_output: bool = False,
     ) -> None:
         if mode not in SCALE_MODES:
             raise ValueError(f"scale mode must be one of {SCALE_MODES}, got {mode!r}")
@@ -74,6 +75,8 @@ class ScaleEstimator:
         if window < 1 or min_pairs < 1 or min_pairs > window:
             raise ValueError(f"need 1 <= min_pairs <= window, got min_pairs={min_pairs}, window={window}")
         self.mode = mode
+        #: the network outputs metres (a metric-depth checkpoint): ``relative`` then promises metres
+        self.metric_output = bool(metric_output)
         self.fixed_scale = float(fixed_scale)
         self.min_pairs = min_pairs
         self.min_motion_m = min_motion_m
@@ -93,6 +96,8 @@ class ScaleEstimator:
 
     def state(self) -> ScaleState:
         if self.mode == "relative":
+            if self.metric_output:  # a metric-depth network: its depth is metres as it is
+                return ScaleState("model", 1.0, True)
             return ScaleState("relative", 1.0, False)
         if self.mode == "fixed":
             return ScaleState("fixed", self.fixed_scale, True)

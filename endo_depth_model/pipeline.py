@@ -237,6 +237,8 @@ class PipelineStats:
     zero_motion: list = field(default_factory=list)  # recent (error unmoved, error moved) pairs
     fov_empty: int = 0  # frames in which nothing was visible (all black): no depth, no odometry step
     frozen_frames: int = 0  # frames byte-identical to the one before (a hung grabber): confidence 0
+    confidence_nan_frames: int = 0  # confidence maps that came out with NaN (set to 0 there)
+    overexposed_frames: int = 0  # frames nearly all saturated (the light against tissue): no cut test
     frozen_run: int = 0  # how many of the latest frames in a row were
     fov_kind: str = ""  # none | border | empty (the latest frame's field of view)
     fov_fraction: float = 1.0
@@ -400,6 +402,7 @@ class DepthPipeline:
             cfg.kinematic_window,
             cfg.kinematic_min_pairs,
             cfg.kinematic_min_motion_m,
+            metric_output=self.metric,
         )
         self.odometry = PoseIntegrator()
         self.stats = PipelineStats()
@@ -570,7 +573,10 @@ class DepthPipeline:
         motion = None
         empty = False
         before_cut: list[FrameDepth] = []
-        if self.cuts is not None and self.cuts.update(rgb):
+        cut = self.cuts is not None and self.cuts.update(rgb)
+        if self.cuts is not None:
+            self.stats.overexposed_frames = self.cuts.skipped["overexposed"]
+        if cut:
             # a new scene: finalise what the old one holds back, then restart depth, odometry pairing
             # and scale (the pose holds: a new segment starts where the last one ended)
             with torch.inference_mode():
@@ -666,7 +672,12 @@ class DepthPipeline:
         residual = float(getattr(fd.align, "residual", float("nan")))
         if getattr(fd.align, "reanchored", False):
             residual = float("nan")  # the first snippet of an anchor was fitted to nothing
-        return confidence_map(fd.relative_depth, rgb, fd.prev_depth, fd.K, fd.T_prev_cur, residual)
+        conf = confidence_map(fd.relative_depth, rgb, fd.prev_depth, fd.K, fd.T_prev_cur, residual)
+        bad = ~np.isfinite(conf)
+        if bad.any():  # a non-finite motion or depth upstream: no confidence there, and the frame counted
+            conf[bad] = 0.0
+            self.stats.confidence_nan_frames += 1
+        return conf
 
     def _finalise(self, results) -> list[FrameDepth]:
         self.stats.head_passes = self.stream.head_passes

@@ -6,9 +6,16 @@ on a small grey thumbnail (48 x 64 by default): the Pearson correlation of the t
 removing their means, and the intersection of their 32-bin grey histograms. Ordinary endoscope motion,
 tissue deformation, instruments and smoke keep both high; a different view drops both. A cut is
 declared when the correlation is below ``min_correlation`` and the histogram overlap below
-``min_histogram_overlap``. A frame with nothing visible (the scope's border only, all black) is not a
-cut by itself (the field-of-view logic handles it); the first visible frame after it is compared with
-the last visible frame before it.
+``min_histogram_overlap``, or when the correlation of coarser thumbnails (a quarter of the size, so a
+pixel or two of motion of fine texture keeps it high) is below ``cut_correlation``: two unrelated views
+of similar colours, e.g. a red lumen spliced onto a red abdomen. Consecutive frames of the two real
+clips and of five held-out simulator sequences stay above 0.77 on both measures; the spliced bag of
+the tests falls to -0.6.
+
+A frame with nothing to compare is not a cut by itself, and the next usable frame is compared with
+the last usable one before it: *dark* (the scope's border only, all black; the field-of-view logic
+handles it) or *overexposed* (the light against tissue: nearly all of it saturated). Both are counted
+in :attr:`SceneCutDetector.skipped`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ class CutScore:
     correlation: float
     histogram_overlap: float
     cut: bool
+    coarse_correlation: float = 1.0
 
 
 class SceneCutDetector:
@@ -34,39 +42,57 @@ class SceneCutDetector:
         min_histogram_overlap: float = 0.55,
         thumb_hw: tuple[int, int] = (48, 64),
         min_brightness: float = 8.0,
+        cut_correlation: float = 0.0,
+        max_saturated: float = 0.9,
     ):
         self.min_correlation = float(min_correlation)
+        self.cut_correlation = float(cut_correlation)
         self.min_histogram_overlap = float(min_histogram_overlap)
         self.thumb_hw = thumb_hw
         self.min_brightness = float(min_brightness)
-        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self.max_saturated = float(max_saturated)
+        self._prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.last: CutScore | None = None
+        #: frames not compared, by reason: ``dark`` (nothing visible) or ``overexposed``
+        self.skipped = {"dark": 0, "overexposed": 0}
 
     def reset(self) -> None:
         self._prev, self.last = None, None
 
-    def _describe(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _describe(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
         import cv2
 
-        grey = cv2.resize(np.asarray(rgb), self.thumb_hw[::-1], interpolation=cv2.INTER_AREA)
+        image = np.asarray(rgb)
+        grey = cv2.resize(image, self.thumb_hw[::-1], interpolation=cv2.INTER_AREA)
         grey = grey.astype(np.float32).mean(axis=2)
         if grey.mean() < self.min_brightness:
-            return None
+            return "dark"
+        if (image.max(axis=2) >= 250).mean() > self.max_saturated:
+            return "overexposed"
         hist = np.histogram(grey, bins=32, range=(0, 256))[0].astype(np.float64)
-        return grey - grey.mean(), hist / max(hist.sum(), 1.0)
+        h, w = self.thumb_hw
+        coarse = cv2.resize(grey, (max(w // 4, 2), max(h // 4, 2)), interpolation=cv2.INTER_AREA)
+        return grey - grey.mean(), hist / max(hist.sum(), 1.0), coarse - coarse.mean()
+
+    @staticmethod
+    def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a.ravel(), b.ravel()
+        denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+        return float(a @ b / denom) if denom > 1e-6 else 1.0  # flat images: nothing says they differ
 
     def update(self, rgb: np.ndarray) -> bool:
         """Feed one (H, W, 3) frame; True when it starts a new scene (never for the first frame)."""
         desc = self._describe(rgb)
-        if desc is None:  # nothing visible: keep the last visible frame as the reference
+        if isinstance(desc, str):  # nothing to compare: keep the last usable frame as the reference
+            self.skipped[desc] += 1
             return False
         prev, self._prev = self._prev, desc
         if prev is None:
             return False
-        a, b = prev[0].ravel(), desc[0].ravel()
-        denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-        corr = float(a @ b / denom) if denom > 1e-6 else 1.0
+        corr = self._correlation(prev[0], desc[0])
+        coarse = self._correlation(prev[2], desc[2])
         overlap = float(np.minimum(prev[1], desc[1]).sum())
-        cut = corr < self.min_correlation and overlap < self.min_histogram_overlap
-        self.last = CutScore(corr, overlap, cut)
+        both_low = corr < self.min_correlation and overlap < self.min_histogram_overlap
+        cut = both_low or coarse < self.cut_correlation
+        self.last = CutScore(corr, overlap, cut, coarse)
         return cut

@@ -742,6 +742,8 @@ class DepthNode(Node):
             "field_of_view_fraction": f"{self.pipeline.stats.fov_fraction:.3f}",
             "frames_nothing_visible": self.pipeline.stats.fov_empty,
             "frozen_frames": self.pipeline.stats.frozen_frames,
+            "overexposed_frames": self.pipeline.stats.overexposed_frames,
+            "confidence_nan_frames": self.pipeline.stats.confidence_nan_frames,
             "rectification": (
                 f"unsupported: {self._distortion_problem}"
                 if self._distortion_problem

@@ -49,3 +49,16 @@ def test_robust_range_and_color_range_freezes():
     assert cr.update(np.full((4, 4), 100.0)) == frozen
     with pytest.raises(ColorError):
         robust_range(np.array([np.nan]))
+
+
+def test_an_all_nan_map_does_not_break_the_colour_range():
+    """A depth image with nothing valid (nothing visible, a metric model out of range) draws in the
+    invalid colour and is not a sample of the range: the frames after it set the range as usual."""
+    cr = ColorRange(warmup=2)
+    nan = np.full((4, 4), np.nan)
+    assert cr.update(nan) == (0.0, 1.0) and cr.range is None
+    assert (colorize_depth(nan, *cr.update(nan)) == 0).all()
+    cr.update(np.full((4, 4), 1.0))
+    assert cr.update(nan) == pytest.approx((1.0, 1.0 + 1e-6))
+    frozen = cr.update(np.linspace(0, 10, 16).reshape(4, 4))
+    assert cr.range == frozen and frozen[0] < 1.0 < frozen[1]

@@ -83,3 +83,35 @@ def test_pipeline_confidence_on_a_rendered_sequence():
         assert np.all((c >= 0) & (c <= 1)) and np.all(c[~np.isfinite(fd.depth)] == 0)
         inside = np.isfinite(fd.depth)
         assert np.median(c[inside]) > NO_EVIDENCE  # consecutive frames mostly agree
+    assert pipe.stats.confidence_nan_frames == 0
+    # a non-finite predicted motion (a broken pose network upstream) is no temporal evidence, not NaN
+    _, fd_last = maps[-1]
+    rgb_last = np.where(stop[..., None], seq["rgb"][-1], 0).astype(np.uint8)
+    fd_last.T_prev_cur = np.full((4, 4), np.nan)
+    nan_motion = pipe.confidence(fd_last, rgb_last)
+    assert np.isfinite(nan_motion).all() and nan_motion.max() <= NO_EVIDENCE + 1e-6
+    assert pipe.stats.confidence_nan_frames == 0
+
+
+def test_pipeline_confidence_never_publishes_nan_and_counts_the_frame(monkeypatch):
+    """Whatever reaches the confidence map as NaN is published as 0 (no confidence) and counted."""
+    import endo_depth_model.confidence as confmod
+    from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
+    from endo_depth_model.training.pretrain import render_sequence
+
+    seq = render_sequence("target", 31, 2, 56, 70)
+    pipe = DepthPipeline(PipelineConfig(input_height=56, input_width=70, torch_threads=1))
+    out = []
+    for i, rgb in enumerate(seq["rgb"]):
+        out += pipe.push(rgb, i, K=seq["K"])[0]
+    real = confmod.confidence_map
+
+    def leaky(*args, **kwargs):
+        c = real(*args, **kwargs)
+        c[:5] = np.nan
+        return c
+
+    monkeypatch.setattr(confmod, "confidence_map", leaky)
+    c = pipe.confidence(out[-1], seq["rgb"][-1])
+    assert np.isfinite(c).all() and (c[:5] == 0).all() and c[5:].max() > 0
+    assert pipe.stats.confidence_nan_frames == 1

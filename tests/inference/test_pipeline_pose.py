@@ -32,6 +32,7 @@ class _Recording:
 def test_the_pose_network_sees_frames_at_the_configured_scale(size, scale, expected):
     cfg = PipelineConfig(input_height=size[0], input_width=size[1], window=8, overlap=4, stride=2, blend=2)
     cfg.pose_input_scale = scale
+    cfg.scene_cuts = False  # independent noise frames are unrelated views: cuts, which restart the pairing
     pipe = DepthPipeline(cfg)
     assert pipe.pose_model is not None, "the shipped pose network should load"
     pipe.pose_model = rec = _Recording(pipe.pose_model)
@@ -99,8 +100,10 @@ def test_latency_modes():
     frames back; a causal request on a graph backend is refused."""
     rng = np.random.default_rng(2)
     frames = [rng.integers(40, 256, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
-    causal = DepthPipeline(
-        PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
+    causal = DepthPipeline(  # scene cuts off: the independent noise frames would each be one
+        PipelineConfig(
+            input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2, scene_cuts=False
+        )
     )
     assert causal.latency_mode == "causal"
     for i, rgb in enumerate(frames):
@@ -109,7 +112,7 @@ def test_latency_modes():
         assert causal.stream.frames_pending == 0
     assert causal.stats.reanchors == 1  # the first frame anchors
     aligned_cfg = PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, blend=2)
-    aligned_cfg.latency_mode = "aligned"
+    aligned_cfg.latency_mode, aligned_cfg.scene_cuts = "aligned", False
     aligned = DepthPipeline(aligned_cfg)
     held = [len(aligned.push(rgb, i)[0]) for i, rgb in enumerate(frames)]
     assert held[0] == 0 and sum(held) < len(frames)  # a warm-up, then frames held back
@@ -251,6 +254,7 @@ def test_the_pose_network_beside_the_depth_network_changes_nothing_but_the_threa
     def run(concurrent: bool, frames):
         cfg = PipelineConfig(input_height=56, input_width=70, precision="fp32", concurrent_pose=concurrent)
         cfg.torch_threads = 1  # the same GEMM reduction order in both runs
+        cfg.scene_cuts = False  # independent noise frames: each would be a cut
         pipe = DepthPipeline(cfg)
         threads = []
         inner = pipe.pose_model
@@ -287,3 +291,26 @@ def test_the_pose_network_beside_the_depth_network_changes_nothing_but_the_threa
     pipe.pose_model = broken
     with pytest.raises(RuntimeError, match="pose network failed"):
         pipe.push(frames[0], 4)
+
+
+def test_a_scene_cut_restarts_the_kinematic_scale():
+    """Kinematic scale from measured motion: calibrated in the first scene; a splice to an unrelated
+    scene is a cut, after which the scale is uncalibrated again (the old scene's pairs say nothing about
+    the new one) until enough new pairs arrive."""
+    from endo_depth_model.training.pretrain import render_sequence
+
+    a = render_sequence("target", 31, 6, 56, 70)
+    b = render_sequence("lap", 9003, 6, 56, 70)
+    cfg = dict(input_height=56, input_width=70, torch_threads=1, scale_mode="kinematic")
+    pipe = DepthPipeline(PipelineConfig(kinematic_source="pose", kinematic_min_pairs=3, **cfg))
+    states = []
+    for i, rgb in enumerate(list(a["rgb"]) + list(b["rgb"])):
+        K = (a if i < 6 else b)["K"]
+        _, motion = pipe.push(rgb, i, K=K)
+        if i not in (0, 6):  # a measured 1 mm step for each frame pair inside a scene
+            pipe.push_measured_motion(np.array([0.0, 0.0, 0.02]), np.array([0.0, 0.0, 0.001]))
+        states.append(pipe.scale.state())
+    assert pipe.stats.scene_cuts == 1
+    assert states[5].is_metric and states[5].scale == pytest.approx(0.05)
+    assert not states[6].is_metric  # the cut: the first scene's pairs are gone
+    assert not states[7].is_metric and states[9].is_metric  # three new pairs calibrate again

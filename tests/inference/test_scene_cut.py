@@ -45,3 +45,46 @@ def test_black_frames_are_not_cuts_and_bridge_to_the_next_visible_frame():
     )  # darker, smooth
     assert not d.update(black)
     assert d.update(other)  # a different view after the blackout: a cut
+
+
+def test_unrelated_views_of_similar_colours_are_a_cut():
+    """A red tube spliced onto a red abdomen: the grey histograms overlap (0.67) but the views are
+    unrelated (coarse correlation below 0), so it is a cut; the frames around the splice are not."""
+    from endo_depth_model.training.pretrain import render_sequence
+
+    a = render_sequence("target", 31, 8, 48, 64)["rgb"]
+    b = render_sequence("lap", 9003, 8, 48, 64)["rgb"]
+    d = SceneCutDetector()
+    assert [i for i, f in enumerate(list(a) + list(b)) if d.update(f)] == [8]
+    assert d.last is not None and d.last.cut is False
+    strict = SceneCutDetector(cut_correlation=-1.0)  # the rule off: both thresholds needed, no cut
+    assert not any(strict.update(f) for f in list(a) + list(b))
+
+
+def test_fine_texture_moving_a_pixel_is_not_a_cut():
+    """Pixel-scale texture shifted by one pixel a frame: the fine thumbnails no longer correlate (about
+    0), the coarse ones still do, so the view is the same; the same texture elsewhere is a cut."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (60, 76, 3), dtype=np.uint8)
+    frames = [np.ascontiguousarray(base[i : i + 48, i : i + 64]) for i in range(10)]
+    d = SceneCutDetector()
+    assert not any(d.update(f) for f in frames)
+    assert abs(d.last.correlation) < 0.1 and d.last.coarse_correlation > 0.4
+    other = np.ascontiguousarray(np.flip(frames[-1], axis=(0, 1)))  # the same colours, another view
+    assert d.update(other) and d.last.coarse_correlation < 0.0
+
+
+def test_overexposed_frames_are_counted_and_bridged_like_black_ones():
+    """The light against tissue saturates the image: not a cut, counted as overexposed, and the next
+    usable frame is compared with the last one before it (the same view: no cut; another: a cut)."""
+    rng = np.random.default_rng(1)
+    scene = rng.integers(40, 220, (60, 80, 3), dtype=np.uint8)
+    white = np.full_like(scene, 255)
+    white[:2] = 120  # a few unsaturated rows: still overexposed
+    d = SceneCutDetector()
+    assert not d.update(scene)
+    assert not d.update(white) and not d.update(white)
+    assert d.skipped == {"dark": 0, "overexposed": 2}
+    assert not d.update(scene)
+    assert not d.update(np.zeros_like(scene)) and d.skipped["dark"] == 1
+    assert d.update(np.ascontiguousarray(scene[::-1, ::-1]))

@@ -346,7 +346,9 @@ def test_kinematic_scale_from_the_robot_pose_becomes_metric(weights):
     metric = [a for a in alignment if a.is_metric]
     assert metric and all(a.metric_scale > 0 and a.metric_scale != 1.0 for a in metric)
     diag = _diag(peer)
-    assert float(diag["metric_scale"]) == pytest.approx(metric[-1].metric_scale, rel=1e-3)
+    # the last frame's depth goes out before its measured motion is paired (the pose step runs beside the
+    # depth step), so /diagnostics may hold one pair more of the 20-pair window than the last message
+    assert float(diag["metric_scale"]) == pytest.approx(metric[-1].metric_scale, rel=0.05)
 
 
 def test_sigterm_mid_stream_shuts_down_cleanly(weights):

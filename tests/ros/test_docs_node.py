@@ -90,3 +90,19 @@ def test_start_up_checks_come_from_the_declarations():
     ]
     with pytest.raises(PipelineError, match="model config 'vitx' is not one of vitt, vits, vitb, vitl"):
         PipelineConfig(model_config="vitx").validate()
+
+
+def test_every_diagnostics_key_the_node_publishes_is_documented():
+    """The keys of the node's /diagnostics status (read from its source: the values dict and the process
+    counters) all appear in docs/node.md's "Diagnostics keys" section, and so do the reason prefixes."""
+    section = PAGE.split("## Diagnostics keys\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([^`]+)`", section))
+    body = SOURCE.split("    def diagnostics_values", 1)[1]
+    block = body.split("values = {\n", 1)[1].split("\n        }\n", 1)[0]
+    keys = set(re.findall(r'^\s+"([a-z0-9_]+)":', block, re.M))
+    process = SOURCE.split("def _process_values", 1)[1].split("def ", 1)[0]
+    keys |= set(re.findall(r'"([a-z_]+)": ', process))
+    assert len(keys) > 30 and {"frames_received", "scene_cuts", "rss_mb", "overexposed_frames"} <= keys
+    assert keys <= documented, sorted(keys - documented)
+    for prefix in ("reanchors.", "rejected.", "error."):
+        assert f'f"{prefix}{{k}}"' in SOURCE and any(d.startswith(prefix) for d in documented), prefix
