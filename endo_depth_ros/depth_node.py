@@ -376,6 +376,11 @@ class DepthNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name="endo_depth_worker", daemon=True)
         self._worker.start()
+        if self.params.publish_tf and TFMessage is None:
+            self.get_logger().warning(
+                "publish_tf is true but tf2_msgs is not importable here: no /tf (pose and odom are still "
+                "published); run scripts/bootstrap.sh or source a ROS 2 install"
+            )
         odo = "with odometry" if self.pipeline.has_odometry else "without odometry (no pose weights)"
         c = self.pipeline_cfg
         lo, hi = self.pipeline.cfg.min_depth, self.pipeline.cfg.max_depth  # resolved from the weights
@@ -754,6 +759,13 @@ class DepthNode(Node):
             "is_metric": scale.is_metric,
             "robot_pose_age_s": self._robot_pose_age(),
             "frames_without_robot_pose": self.frames_without_robot_pose,
+            "tf": (
+                "off"
+                if not self.params.publish_tf
+                else "published"
+                if TFMessage is not None
+                else "unavailable (no tf2_msgs)"
+            ),
             "errors": sum(self.errors.values()),
         }
         values.update(self._process_values())

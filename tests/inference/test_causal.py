@@ -129,3 +129,26 @@ def test_causal_step_round_trips_its_cache_through_onnx(model, tmp_path):
         t_caches, o_caches = list(t_out[1:]), list(o_out[1:])
         for a, b in zip(o_caches, t_caches, strict=True):  # LayerNorm outputs, O(1)
             np.testing.assert_allclose(a, b.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_the_causal_fit_uses_only_pixels_inside_the_field_of_view(model):
+    """The continuity fit against the previous output reads pixels inside ``fov_mask`` only: a frame
+    whose disparity inside is exactly half the previous output's is scaled back by 2, whatever the
+    (black-border) pixels outside hold; without the mask those pixels pull the fit away."""
+    rng = np.random.default_rng(0)
+    h, w = 24, 32
+    v, u = np.mgrid[0:h, 0:w]
+    inside = (u - w / 2) ** 2 + (v - h / 2) ** 2 < (0.45 * h) ** 2
+    first = rng.uniform(0.5, 2.0, (h, w)).astype(np.float32)
+    second = (first / 2).astype(np.float32)
+    second[~inside] = rng.uniform(5.0, 9.0, (~inside).sum())  # border garbage, unrelated to anything
+    fits = {}
+    for masked in (True, False):
+        engine = _engine(model, fit="previous", fit_momentum=1.0)
+        engine.fov_mask = inside if masked else None
+        engine._fit(first)
+        engine._n_received = 1  # as push() counts frames
+        out, _ = engine._fit(second)
+        fits[masked] = out
+    np.testing.assert_allclose(fits[True][inside], first[inside], rtol=1e-4)
+    assert np.abs(fits[False][inside] - first[inside]).mean() > 0.1

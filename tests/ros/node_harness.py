@@ -50,7 +50,9 @@ SMALL = {
 class NodeProcess:
     """``python -m endo_depth_ros.depth_node`` with parameters, in namespace ``ns``."""
 
-    def __init__(self, params: dict, ns: str = "/test", extra_args: list[str] | None = None):
+    def __init__(
+        self, params: dict, ns: str = "/test", extra_args: list[str] | None = None, env: dict | None = None
+    ):
         args = [sys.executable, "-m", "endo_depth_ros.depth_node", "--ros-args", "-r", f"__ns:={ns}"]
         for k, v in params.items():
             if isinstance(v, bool):
@@ -60,7 +62,12 @@ class NodeProcess:
             args += ["-p", f"{k}:={v}"]
         args += extra_args or []
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.output = ""
 

@@ -50,7 +50,7 @@ OUTPUTS = {
 }
 
 
-def _start(weights, **params):
+def _start(weights, _env: dict | None = None, **params):
     node = NodeProcess(
         {
             **SMALL,
@@ -58,7 +58,8 @@ def _start(weights, **params):
             "model.pose_weights": weights["pose_weights"],
             "qos": "reliable",
             **params,
-        }
+        },
+        env=_env,
     )
     peer = Peer()
     for topic, t in OUTPUTS.items():
@@ -153,6 +154,7 @@ def test_every_frame_yields_one_depth_image_with_its_stamp_and_all_outputs(weigh
     assert diag["frames_received"] == "20" and diag["frames_published"] == "20"
     assert diag["frames_rejected"] == "0" and diag["frames_dropped"] == "0"
     assert float(diag["rss_mb"]) > 50 and int(diag["threads"]) > 1 and int(diag["open_files"]) > 2
+    assert diag["tf"] == "published"
 
 
 def _bad_images(rgb: np.ndarray, i: int) -> list[tuple[str, Image]]:

@@ -1,5 +1,6 @@
 """The depth node over real DDS with what a surgical scope adds: the field-of-view border, a recording
-spliced from two scenes (a real rosbag2 file played into the node), and a metric-depth checkpoint."""
+spliced from two scenes (a real rosbag2 file played into the node), a metric-depth checkpoint, and an
+environment without tf2_msgs."""
 
 from __future__ import annotations
 
@@ -167,3 +168,29 @@ def test_a_metric_checkpoint_publishes_its_own_metres_as_metric_depth(weights, t
     assert ok.mean() > 0.9
     assert 0.07 < np.median(published[last][ok]) < 0.13  # the head's ~0.1 as metres, not as a disparity
     np.testing.assert_allclose(published[last][ok], expected[5][ok], rtol=2e-2, atol=1e-4)
+
+
+def test_without_tf2_msgs_the_node_says_so_and_still_publishes_pose(weights, tmp_path):
+    """An environment where tf2_msgs does not import (a pip install without the package bootstrap
+    builds): the node warns at start, /diagnostics says ``tf`` is unavailable, and depth, pose and odom
+    are still published for every frame."""
+    fake = tmp_path / "hide" / "tf2_msgs"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("tf2_msgs hidden by the test")\n')
+    import os
+
+    path = os.pathsep.join(p for p in (str(fake.parent), os.environ.get("PYTHONPATH", "")) if p)
+    node, peer, pub_img, _ = _start(weights, _env={"PYTHONPATH": path}, intrinsics=FX_FY_CX_CY)
+    try:
+        for i in range(4):
+            pub_img.publish(_image(np.full((H, W, 3), 60 + 20 * i, np.uint8), i))
+            time.sleep(0.1)
+        assert peer.wait_for(lambda: len(peer.received["/test/pose"]) >= 4, 60), _diag(peer)
+        time.sleep(1.2)
+    finally:
+        rc = node.stop()
+        peer.close()
+    assert rc == 0, node.output
+    assert "tf2_msgs is not importable" in node.output
+    assert _diag(peer)["tf"] == "unavailable (no tf2_msgs)"
+    assert len(peer.received["/test/depth/image"]) == 4 and len(peer.received["/test/odom"]) == 4
