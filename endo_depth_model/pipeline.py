@@ -117,6 +117,10 @@ class PipelineConfig:
     # EndoNeRF scope travels 0.6 % of the depth and turns 0.29 deg); without pose_refine 0.85 was measured
     # best (docs/BENCHMARKS.md)
     static_ratio: float = 1.15
+    # depth that holds still where the image holds still (endo_depth_model.temporal_filter): each pixel's
+    # depth is averaged with the frames before while its image does not change, taken as it is where it
+    # does; re-anchors, cuts and resets start it over
+    temporal_filter: bool = False
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
@@ -412,6 +416,10 @@ class DepthPipeline:
         from endo_depth_model.scene_cut import SceneCutDetector
 
         self.cuts = SceneCutDetector() if cfg.scene_cuts else None
+        from endo_depth_model.temporal_filter import StillPixelFilter
+
+        self.still_filter = StillPixelFilter() if cfg.temporal_filter else None
+        self._filter_rgb: dict[int, np.ndarray] = {}  # index -> image, for frames the filter has not seen
         self._cut_pending = False  # the next re-anchor is the scene cut's
         self._masks: dict[int, np.ndarray] = {}  # stream index -> field-of-view mask of held-back frames
         self._prev_rgb: np.ndarray | None = None  # the last pushed image, for the frozen-input check
@@ -433,6 +441,9 @@ class DepthPipeline:
         """Re-anchor depth and restart odometry at the identity; returns the frames dropped."""
         dropped = self.stream.reset()
         self._masks.clear()
+        self._filter_rgb.clear()
+        if self.still_filter is not None:
+            self.still_filter.reset()
         self._frozen.clear()
         self._prev_rgb = None
         self.odometry.reset()
@@ -583,6 +594,7 @@ class DepthPipeline:
                 before_cut = self._finalise(self.stream.flush())
             self.stream.reset()
             self._masks.clear()
+            self._filter_rgb.clear()
             self._prev_pose_input = None
             self._last_depth = None
             self._steps.clear()
@@ -605,6 +617,8 @@ class DepthPipeline:
         frozen = self._is_frozen(rgb)
         if frozen:
             self._frozen.add(index)
+        if self.still_filter is not None:
+            self._filter_rgb[index] = rgb
         if self._threads:
             torch.set_num_threads(self._threads)
             self._threads = 0
@@ -700,6 +714,11 @@ class DepthPipeline:
             mask = self._masks.pop(r.index, None)
             if mask is not None and mask.shape == depth.shape:
                 depth[~mask] = np.nan
+            image = self._filter_rgb.pop(r.index, None)
+            if self.still_filter is not None and image is not None:
+                if r.stats.reanchored:  # a new anchor: the depth before it is in another scale
+                    self.still_filter.reset()
+                depth = self.still_filter(depth, image)
             frozen = r.index in self._frozen
             self._frozen.discard(r.index)
             out.append(

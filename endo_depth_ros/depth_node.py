@@ -229,6 +229,11 @@ PARAMETERS: tuple[Param, ...] = (
         "pose_refine",
     ),
     Param(
+        "temporal_filter",
+        "hold each pixel's depth still while its image does not change (average over recent frames)",
+        "temporal_filter",
+    ),
+    Param(
         "static_ratio",
         "zero-motion test: odometry step = identity when the unmoved previous frame's photometric "
         "error is at most this times the moved one's (0 = off)",
