@@ -67,7 +67,10 @@ class SceneCutDetector:
         grey = grey.astype(np.float32).mean(axis=2)
         if grey.mean() < self.min_brightness:
             return "dark"
-        if (image.max(axis=2) >= 250).mean() > self.max_saturated:
+        step = max(
+            1, image.shape[0] // 96
+        )  # a sparse grid of raw pixels: at 1280x720 the whole image costs 24 ms
+        if (image[::step, ::step].max(axis=2) >= 250).mean() > self.max_saturated:
             return "overexposed"
         hist = np.histogram(grey, bins=32, range=(0, 256))[0].astype(np.float64)
         h, w = self.thumb_hw
