@@ -701,6 +701,8 @@ class DepthPipeline:
             if r.stats is not self._last_stats:  # the first frame finalised by a new head pass
                 self._last_stats = r.stats
                 self._snippet_index += 1
+                if r.stats.reanchored and self.still_filter is not None:
+                    self.still_filter.reset()  # a new anchor: the depth before it is in another scale
                 if r.stats.reanchored:
                     self.stats.reanchors += 1
                     reason = "scene_cut" if self._cut_pending else (r.stats.reason or "first")
@@ -709,16 +711,15 @@ class DepthPipeline:
             raw = np.clip(r.disparity, 0.0, None)
             # a metric model's output is depth in metres already; a relative model's is disparity
             depth = raw if self.metric else self._disp_to_depth(raw, self.cfg.min_depth, self.cfg.max_depth)
-            depth = (depth * state.scale).astype(np.float32)
+            depth = np.asarray(depth, dtype=np.float32)  # a new array: clip and the conversion copy
             depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
             mask = self._masks.pop(r.index, None)
             if mask is not None and mask.shape == depth.shape:
                 depth[~mask] = np.nan
             image = self._filter_rgb.pop(r.index, None)
             if self.still_filter is not None and image is not None:
-                if r.stats.reanchored:  # a new anchor: the depth before it is in another scale
-                    self.still_filter.reset()
-                depth = self.still_filter(depth, image)
+                depth = self.still_filter(depth, image)  # before the scale: a scale change is no tremble
+            depth = (depth * state.scale).astype(np.float32)
             frozen = r.index in self._frozen
             self._frozen.discard(r.index)
             out.append(

@@ -67,10 +67,12 @@ class SceneCutDetector:
         grey = grey.astype(np.float32).mean(axis=2)
         if grey.mean() < self.min_brightness:
             return "dark"
-        step = max(
-            1, image.shape[0] // 96
-        )  # a sparse grid of raw pixels: at 1280x720 the whole image costs 24 ms
-        if (image[::step, ::step].max(axis=2) >= 250).mean() > self.max_saturated:
+        # saturation on a sparse grid of raw pixels (the whole 1280x720 image would cost 24 ms a frame),
+        # among lit ones: the scope's black border is neither exposed nor overexposed
+        step = max(1, image.shape[0] // 96)
+        peak = image[::step, ::step].max(axis=2)
+        lit = peak > 20
+        if lit.any() and (peak[lit] >= 250).mean() > self.max_saturated:
             return "overexposed"
         hist = np.histogram(grey, bins=32, range=(0, 256))[0].astype(np.float64)
         h, w = self.thumb_hw
@@ -78,10 +80,14 @@ class SceneCutDetector:
         return grey - grey.mean(), hist / max(hist.sum(), 1.0), coarse - coarse.mean()
 
     @staticmethod
-    def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    def _correlation(a: np.ndarray, b: np.ndarray, min_std: float = 2.0) -> float:
+        """Pearson correlation of two mean-free thumbnails; 1 (no evidence of a change) when either is
+        flat (standard deviation below ``min_std`` grey levels: a uniform view, whose pattern is sensor
+        noise with a correlation of random sign)."""
         a, b = a.ravel(), b.ravel()
-        denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-        return float(a @ b / denom) if denom > 1e-6 else 1.0  # flat images: nothing says they differ
+        if a.std() < min_std or b.std() < min_std:
+            return 1.0
+        return float(a @ b / float(np.linalg.norm(a) * np.linalg.norm(b)))
 
     def update(self, rgb: np.ndarray) -> bool:
         """Feed one (H, W, 3) frame; True when it starts a new scene (never for the first frame)."""

@@ -99,3 +99,14 @@ def test_corrupt_weights_are_one_line_and_exit_code_1_in_every_command(case, tmp
     assert lines and ("not a valid safetensors" in lines[0] or "corrupt or truncated" in lines[0]), out + err
     assert "Traceback" not in out + err
     assert not any(p.name in ("p", "d", "l", "train") for p in tmp_path.iterdir())  # nothing made
+
+
+def test_every_pretrain_option_says_what_it_is():
+    """``endo-depth pretrain --help``: every option has its meaning (from PretrainConfig's comments)."""
+    parser = dict(PARSERS)[("pretrain",)]
+    empty = [
+        a.dest
+        for a in parser._actions
+        if a.dest != "help" and not (a.help or "").split("(default")[0].strip()
+    ]
+    assert not empty, empty

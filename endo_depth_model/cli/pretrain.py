@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from endo_depth_model.checkpoint import CheckpointError
 from endo_depth_model.data.sequence import DataError
-from endo_depth_model.training.pretrain import PretrainConfig, pretrain
+from endo_depth_model.training.pretrain import PretrainConfig, check_config, pretrain
 
 
 def field_help() -> dict[str, str]:
@@ -50,9 +50,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = PretrainConfig(**{k: getattr(args, k) for k in asdict(PretrainConfig())})
     try:
-        pretrain(PretrainConfig(**{k: getattr(args, k) for k in asdict(PretrainConfig())}))
+        check_config(cfg)  # a bad option or start file: one line, before anything is rendered
     except (CheckpointError, DataError, ValueError) as exc:
         print(f"endo-depth pretrain: error: {exc}")
         return 1
-    return 0
+    try:
+        pretrain(cfg)
+    except (CheckpointError, DataError) as exc:  # a file that turns bad later (resume state, data cache)
+        print(f"endo-depth pretrain: error: {exc}")
+        return 1
+    return 0  # any other error deep in training keeps its traceback

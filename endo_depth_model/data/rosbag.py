@@ -307,11 +307,20 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
             "K were given: drop K to use the bag's calibration (images are then rectified), or rectify "
             "the bag first"
         )
+    rectifiers: dict[tuple, Rectifier | None] = {}  # one per distinct calibration (drivers repeat it)
+
+    def rectifier_for(info, hw: tuple[int, int]) -> Rectifier | None:
+        key = (info[1].tobytes(), info[4].tobytes(), info[3], hw)
+        if key not in rectifiers:
+            rectifiers[key] = make_rectifier(info[1], info[4], info[3], hw)
+        return rectifiers[key]
+
     for info in infos:  # unknown models and bad coefficients are refused up front, naming the bag
-        try:
-            make_rectifier(info[1], info[4], info[3], info[2])
-        except DistortionError as exc:
-            raise DataError(f"{path}: CameraInfo on {info_topic}: {exc}") from exc
+        if info[2] != (0, 0):
+            try:
+                rectifier_for(info, info[2])
+            except DistortionError as exc:
+                raise DataError(f"{path}: CameraInfo on {info_topic}: {exc}") from exc
     meta = {
         "source": "rosbag",
         "path": str(path),
@@ -324,7 +333,6 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
         # pinhole K on reading, so every Frame is a pinhole image
         "distortion": distorted[0] if distorted else "none",
     }
-    rectifiers: dict[int, Rectifier | None] = {}
 
     def calibration_at(stamp: int, hw: tuple[int, int]) -> tuple[np.ndarray, Rectifier | None]:
         if K is not None:
@@ -334,9 +342,10 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
             raise DataError(
                 f"{path}: CameraInfo size {infos[i][2]} differs from image size {hw} on {image_topic}"
             )
-        if i not in rectifiers:
-            rectifiers[i] = make_rectifier(infos[i][1], infos[i][4], infos[i][3], hw)
-        return infos[i][1].copy(), rectifiers[i]
+        try:
+            return infos[i][1].copy(), rectifier_for(infos[i], hw)
+        except DistortionError as exc:
+            raise DataError(f"{path}: CameraInfo on {info_topic}: {exc}") from exc
 
     def decode_image(raw, msgtype: str = IMAGE_T) -> tuple[int, np.ndarray, str]:
         msg = ts.deserialize_cdr(raw, msgtype)

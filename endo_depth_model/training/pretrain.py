@@ -43,9 +43,8 @@ class PretrainConfig:
     weight_decay: float = 1e-4  #: AdamW weight decay
     min_depth: float = 0.001  #: metres: the disparity-to-depth conversion's near limit
     max_depth: float = 0.3  #: metres: its far limit
-    level_weight: float = (
-        0.1  #: weight of the log-median (level) difference of disparity, beside the SSI loss
-    )
+    #: weight of the log-median (level) difference of disparity, beside the SSI loss
+    level_weight: float = 0.1
     grad_weight: float = 0.0  #: multi-scale gradient matching (MiDaS), 4 scales
     temporal_weight: float = 0.0  #: temporal gradient matching (VDA) over consecutive clip frames
     #: scale-only term: L1 of disparity over its median, prediction against target. The SSI loss leaves the
@@ -89,8 +88,26 @@ class PretrainConfig:
     #: > 0: every N steps, per-frame median-scaled AbsRel on validation sequences (kinds ``val_kinds``,
     #: seeds of their own, never the benchmarks'); the best step's weights go to ``<model>_best.safetensors``
     eval_every: int = 0
-    val_kinds: str = "target,lap"
+    val_kinds: str = "target,lap"  #: scene kinds of the validation sequences (comma-separated)
     device: str = "auto"  #: auto (CUDA when available), cpu, cuda[:N]
+
+
+def check_config(cfg: PretrainConfig) -> None:
+    """Every check that needs no data, at once (ValueError or CheckpointError, one line each): the mix,
+    input scales, causal fraction, clip length, schedule, validation kinds and the start files."""
+    parse_mix(cfg)
+    parse_input_scales(cfg)
+    if not 0.0 <= cfg.causal_fraction <= 1.0:
+        raise ValueError(f"causal_fraction must be in [0, 1], got {cfg.causal_fraction}")
+    if not 1 <= cfg.clip <= cfg.frames:
+        raise ValueError(f"clip {cfg.clip} must be 1..frames ({cfg.frames}): a clip comes from one sequence")
+    if cfg.schedule not in ("onecycle", "cosine"):
+        raise ValueError(f"schedule {cfg.schedule!r} must be onecycle or cosine")
+    if cfg.eval_every > 0:
+        unknown = [k for k in cfg.val_kinds.split(",") if k.strip() and k.strip() not in _VAL_SEED]
+        if unknown:
+            raise ValueError(f"val_kinds: unknown kind {unknown[0]!r}; known: {', '.join(_VAL_SEED)}")
+    check_start_files(cfg)
 
 
 def check_start_files(cfg: PretrainConfig) -> None:
@@ -601,12 +618,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out)
-    sizes = parse_input_scales(cfg)  # before the rendering: a bad value fails at once
-    if not 0.0 <= cfg.causal_fraction <= 1.0:
-        raise ValueError(f"causal_fraction must be in [0, 1], got {cfg.causal_fraction}")
-    if not 1 <= cfg.clip <= cfg.frames:
-        raise ValueError(f"clip {cfg.clip} must be 1..frames ({cfg.frames}): a clip comes from one sequence")
-    check_start_files(cfg)  # before the rendering, which can take an hour
+    check_config(cfg)  # before the rendering, which can take an hour
+    sizes = parse_input_scales(cfg)
     out.mkdir(parents=True, exist_ok=True)
     seqs = render_dataset(cfg)
     kinds = {}

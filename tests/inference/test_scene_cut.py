@@ -88,3 +88,24 @@ def test_overexposed_frames_are_counted_and_bridged_like_black_ones():
     assert not d.update(scene)
     assert not d.update(np.zeros_like(scene)) and d.skipped["dark"] == 1
     assert d.update(np.ascontiguousarray(scene[::-1, ::-1]))
+
+
+def test_a_uniform_view_with_sensor_noise_is_never_a_cut():
+    """A white-balance card or red-out against tissue: the thumbnails' pattern is sensor noise, whose
+    correlation has a random sign; flat thumbnails are no evidence of a cut."""
+    rng = np.random.default_rng(2)
+    d = SceneCutDetector()
+    for _ in range(40):
+        frame = np.clip(np.array([170, 60, 50]) + rng.normal(0, 5, (180, 320, 3)), 0, 255).astype(np.uint8)
+        assert not d.update(frame)
+
+
+def test_overexposure_is_judged_inside_the_scope_border():
+    """A circular scope (a fifth of the image black): the saturated share is taken among lit pixels."""
+    from endo_depth_model.data.laparoscopy import fov_border_mask
+
+    stop = fov_border_mask(96, 128, "circle", 0.7)
+    white = np.repeat(np.where(stop, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+    assert (~stop).mean() > 0.15  # more than the 10 % an all-pixel share would allow
+    d = SceneCutDetector()
+    assert not d.update(white) and d.skipped["overexposed"] == 1

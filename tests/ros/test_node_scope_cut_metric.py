@@ -21,6 +21,11 @@ K = np.array([[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1]])
 FX_FY_CX_CY = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
 
 
+def _published(peer, n: int) -> bool:
+    """Wait for a /diagnostics message that counts ``n`` frames published (the figures then cover them)."""
+    return peer.wait_for(lambda: int(_diag(peer).get("frames_published", 0)) >= n, 15)
+
+
 def _depths(peer) -> dict[int, np.ndarray]:
     return {
         conv.stamp_to_ns(m.header.stamp): np.frombuffer(bytes(m.data), np.float32).reshape(H, W)
@@ -45,7 +50,7 @@ def test_outside_the_scopes_field_of_view_depth_is_nan_and_there_are_no_points(w
             time.sleep(0.05)
         assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 10, 60), _diag(peer)
         assert peer.wait_for(lambda: len(peer.received["/test/points"]) >= 10, 10)
-        time.sleep(1.2)  # the next diagnostics message has every frame
+        assert _published(peer, 10)  # a diagnostics message that has every frame
     finally:
         rc = node.stop()
         peer.close()
@@ -95,7 +100,7 @@ def test_a_bag_spliced_from_two_scenes_reanchors_depth_odometry_and_scale_at_the
         player.play()
         assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 16, 90), _diag(peer)
         assert peer.wait_for(lambda: len(peer.received["/test/pose"]) >= 16, 10)
-        time.sleep(1.2)
+        assert _published(peer, 16)
     finally:
         rc = node.stop()
         peer.close()
@@ -142,7 +147,7 @@ def test_a_metric_checkpoint_publishes_its_own_metres_as_metric_depth(weights, t
             pub_img.publish(_image(rgb, i))
             time.sleep(0.15)
         assert peer.wait_for(lambda: len(peer.received["/test/depth/image"]) >= 6, 60), _diag(peer)
-        time.sleep(1.2)
+        assert _published(peer, 6)
     finally:
         rc = node.stop()
         peer.close()
@@ -186,7 +191,7 @@ def test_without_tf2_msgs_the_node_says_so_and_still_publishes_pose(weights, tmp
             pub_img.publish(_image(np.full((H, W, 3), 60 + 20 * i, np.uint8), i))
             time.sleep(0.1)
         assert peer.wait_for(lambda: len(peer.received["/test/pose"]) >= 4, 60), _diag(peer)
-        time.sleep(1.2)
+        assert _published(peer, 4)
     finally:
         rc = node.stop()
         peer.close()
