@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Every figure in the docs and tests that depends on the depth model, measured for one weights file.
+#
+#   bash benchmarks/remeasure_model.sh LABEL WEIGHTS [JOBS]
+#
+# Run it on the float16 file exactly as it would ship (scripts/ship_default_model.py BASE --out DIR writes
+# one without touching the repository's weights). Results go to benchmarks/results/*_LABEL.json, reports
+# and previews to runs/remeasure_LABEL/; each step's log is in that folder. Steps run JOBS at a time
+# (default 2, one per core of our machine; each step uses one thread). About 50 minutes of CPU in all:
+#
+#   quality      benchmarks/model_quality.py, 224x280, every method, real-clip flicker and previews
+#   quality56    the same at 56x70 (the closed loop's size)
+#   static       benchmarks/static_scope.py (odometry: the still EndoNeRF scope, moving held-out sequences)
+#   filter       benchmarks/temporal_filter.py (the still-pixel filter)
+#   kinematic    tests/inference/test_pipeline_pose.py's photometric kinematic scale on seeds 0-3
+#   loop         endo-depth loop --duration 5 --height 72 --width 96 --margin-mm 5 --seed 0..5
+#   demo         endo-depth demo (the README's figures and picture) and the 24-frame demo of tests/ros
+#   eval         endo-depth eval on the held-out target tubes (aligned, T = 32, fp32)
+#
+# The docs then take the numbers from these files (docs/BENCHMARKS.md says which figure comes from where).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LABEL=${1:?usage: remeasure_model.sh LABEL WEIGHTS [JOBS]}
+W=${2:?usage: remeasure_model.sh LABEL WEIGHTS [JOBS]}
+JOBS=${3:-2}
+[ -f "$W" ] || { echo "weights not found: $W" >&2; exit 1; }
+PY=.venv/bin/python
+OUT=runs/remeasure_$LABEL
+R=benchmarks/results
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=1
+
+step_quality() {
+    $PY benchmarks/model_quality.py --weights "$W" --label "$LABEL" --threads 1 \
+        --methods aligned causal per_frame light_heuristic constant \
+        --out "$R/model_quality_$LABEL.json" --previews "$OUT/previews"
+}
+step_quality56() {
+    $PY benchmarks/model_quality.py --weights "$W" --label "${LABEL}_56x70" --input-size 56 70 --threads 1 \
+        --presets tube lap dome --skip-real --methods causal per_frame light_heuristic constant \
+        --out "$R/model_quality_${LABEL}_56x70.json"
+}
+step_static() { $PY benchmarks/static_scope.py --weights "$W" --threads 1 --out "$R/static_scope_$LABEL.json"; }
+step_filter() { $PY benchmarks/temporal_filter.py --weights "$W" --out "$R/temporal_filter_$LABEL.json"; }
+step_kinematic() {
+    $PY - "$W" "$R/kinematic_scale_$LABEL.json" <<'PY'
+import json, sys
+import numpy as np
+from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
+from endo_depth_ros.sim.sim_endoscope import make_scene, start_pose
+out = {}
+for seed in range(4):  # tests/inference/test_pipeline_pose.py, the photometric kinematic scale, seed changed
+    sim = make_scene("target", seed, 112, 140)
+    T0 = start_pose(sim)
+    pipe = DepthPipeline(PipelineConfig(weights=sys.argv[1], input_height=112, input_width=140, torch_threads=1,
+                                        scale_mode="kinematic", kinematic_source="photometric", kinematic_min_pairs=3))
+    ratios, prev = [], None
+    for i in range(12):
+        t = 2 * i / 15.0
+        T = T0.copy()
+        T[:3, 3] += T0[:3, :3] @ np.array([0.003 * np.sin(2 * np.pi * t / 2.5), 0.0, 0.003 * t])
+        frame = sim.render_pose(T, i)
+        depth, motion = pipe.push(frame.rgb, i, K=frame.K)
+        if prev is not None:
+            Tm = np.linalg.inv(prev) @ T
+            pipe.push_measured_motion(motion.T_prev_cur[:3, 3], Tm[:3, 3], Tm)
+        prev = T
+        for fd in depth:
+            ok = np.isfinite(frame.depth) & np.isfinite(fd.relative_depth) & (fd.relative_depth > 0)
+            ratios.append(np.median(frame.depth[ok] / fd.relative_depth[ok]))
+    out[seed] = pipe.scale.state().scale / float(np.median(ratios))
+    print(f"seed {seed}: kinematic scale / truth {out[seed]:.3f}", flush=True)
+json.dump({"weights": sys.argv[1], "scale_over_truth": out}, open(sys.argv[2], "w"), indent=1)
+PY
+}
+step_loop() {
+    for s in 0 1 2 3 4 5; do
+        rm -rf "$OUT/loop_s$s"
+        $PY -m endo_depth_ros.cli loop --weights "$W" --duration 5 --height 72 --width 96 --margin-mm 5 \
+            --seed "$s" --out "$OUT/loop_s$s" || true  # a seed that trips the margin still reports
+    done
+    $PY - "$OUT" "$R/closed_loop_$LABEL.json" "$LABEL" <<'PY'
+import json, sys
+from pathlib import Path
+runs = {}
+for s in range(6):
+    report = Path(sys.argv[1]) / f"loop_s{s}" / "report.json"
+    runs[f"photometric_window30_seed{s}"] = json.loads(report.read_text()) if report.is_file() else None
+json.dump({"model": f"{sys.argv[3]} at 56x70", "runs": runs,
+           "commands": {"photometric_window30": "endo-depth loop --duration 5 --height 72 --width 96 --margin-mm 5 --seed S"}},
+          open(sys.argv[2], "w"), indent=1, default=float)
+PY
+}
+step_demo() {
+    rm -rf "$OUT/demo" "$OUT/demo24"
+    $PY -m endo_depth_ros.cli demo --weights "$W" --out "$OUT/demo"
+    $PY -m endo_depth_ros.cli demo --weights "$W" --frames 24 --height 96 --width 128 --out "$OUT/demo24"
+}
+step_eval() {
+    for s in 31 32 33; do
+        [ -d "$OUT/eval_target/target_s$s" ] || $PY -m endo_depth_ros.cli synth --preset target --seed $s \
+            --frames 48 --size 256 320 --out "$OUT/eval_target/target_s$s" --formats folder --depth-format npy
+    done
+    $PY -m endo_depth_ros.cli eval "$OUT/eval_target" --encoder vitt --weights "$W" --protocol both \
+        --precision fp32 --out "$OUT/eval"
+}
+
+STEPS=(quality quality56 static filter kinematic loop demo eval)
+running=0
+for s in "${STEPS[@]}"; do
+    echo "[remeasure] $s -> $OUT/$s.log"
+    ( "step_$s" > "$OUT/$s.log" 2>&1 && echo "[remeasure] $s done" || echo "[remeasure] $s FAILED (see $OUT/$s.log)" ) &
+    running=$((running + 1))
+    if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
+done
+wait
+echo "[remeasure] results: $R/*_$LABEL.json; reports: $OUT"
