@@ -74,10 +74,11 @@ json.dump({"weights": sys.argv[1], "scale_over_truth": out}, open(sys.argv[2], "
 PY
 }
 step_loop() {
+    local s
     for s in 0 1 2 3 4 5; do
         rm -rf "$OUT/loop_s$s"
         $PY -m endo_depth_ros.cli loop --weights "$W" --duration 5 --height 72 --width 96 --margin-mm 5 \
-            --seed "$s" --out "$OUT/loop_s$s" || true  # a seed that trips the margin still reports
+            --seed "$s" --out "$OUT/loop_s$s" --domain-id "$ROS_DOMAIN_ID" || true  # a seed that trips the margin still reports
     done
     $PY - "$OUT" "$R/closed_loop_$LABEL.json" "$LABEL" <<'PY'
 import json, sys
@@ -85,7 +86,7 @@ from pathlib import Path
 runs = {}
 for s in range(6):
     report = Path(sys.argv[1]) / f"loop_s{s}" / "report.json"
-    runs[f"photometric_window30_seed{s}"] = json.loads(report.read_text()) if report.is_file() else None
+    runs[f"photometric_window30_seed{s}"] = json.loads(report.read_text())["summary"] if report.is_file() else None
 json.dump({"model": f"{sys.argv[3]} at 56x70", "runs": runs,
            "commands": {"photometric_window30": "endo-depth loop --duration 5 --height 72 --width 96 --margin-mm 5 --seed S"}},
           open(sys.argv[2], "w"), indent=1, default=float)
@@ -93,23 +94,30 @@ PY
 }
 step_demo() {
     rm -rf "$OUT/demo" "$OUT/demo24"
-    $PY -m endo_depth_ros.cli demo --weights "$W" --out "$OUT/demo"
-    $PY -m endo_depth_ros.cli demo --weights "$W" --frames 24 --height 96 --width 128 --out "$OUT/demo24"
+    $PY -m endo_depth_ros.cli demo --weights "$W" --out "$OUT/demo" --domain-id "$ROS_DOMAIN_ID"
+    $PY -m endo_depth_ros.cli demo --weights "$W" --frames 24 --height 96 --width 128 --out "$OUT/demo24" \
+        --domain-id "$ROS_DOMAIN_ID"
 }
 step_eval() {
+    local s
     for s in 31 32 33; do
         [ -d "$OUT/eval_target/target_s$s" ] || $PY -m endo_depth_ros.cli synth --preset target --seed $s \
             --frames 48 --size 256 320 --out "$OUT/eval_target/target_s$s" --formats folder --depth-format npy
     done
     $PY -m endo_depth_ros.cli eval "$OUT/eval_target" --encoder vitt --weights "$W" --protocol both \
         --precision fp32 --out "$OUT/eval"
+    cp "$OUT/eval/results.json" "$R/eval_target_$LABEL.json"
 }
 
-STEPS=(quality quality56 static filter kinematic loop demo eval)
+read -r -a STEPS <<< "${STEPS:-quality quality56 static filter kinematic loop demo eval}"  # STEPS="loop demo" ...
 running=0
-for s in "${STEPS[@]}"; do
-    echo "[remeasure] $s -> $OUT/$s.log"
-    ( "step_$s" > "$OUT/$s.log" 2>&1 && echo "[remeasure] $s done" || echo "[remeasure] $s FAILED (see $OUT/$s.log)" ) &
+domain=60
+for step in "${STEPS[@]}"; do
+    echo "[remeasure] $step -> $OUT/$step.log"
+    domain=$((domain + 1))  # each step its own DDS domain: the demo and the loop share node names
+    ( export ROS_DOMAIN_ID=$domain
+      "step_$step" > "$OUT/$step.log" 2>&1 && echo "[remeasure] $step done" \
+          || echo "[remeasure] $step FAILED (see $OUT/$step.log)" ) &
     running=$((running + 1))
     if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
 done

@@ -138,15 +138,22 @@ def evaluate_outputs(input_bag: Path, output_bag: Path, min_gt: float = 1e-4, ma
 
     gt = _read_bag(input_bag, "/ground_truth/depth")
     pred = _read_bag(output_bag, f"{NS}/depth/image")
-    common = sorted(set(gt) & set(pred))
+    common = sorted(s for s in set(gt) & set(pred) if pred[s].shape == gt[s].shape)
+    foreign = len(pred) - len(common)  # e.g. another depth node in the same DDS domain and namespace
     if not gt or not common:
-        return {"frames_evaluated": 0}
+        return {"frames_evaluated": 0, "depth_messages_ignored": foreign}
     g = np.stack([gt[s] for s in common]).astype(np.float64)
     p = np.stack([pred[s] for s in common]).astype(np.float64)
     mask = valid_mask(g, min_gt, max_gt) & np.isfinite(p) & (p > 0)
     scale = np.median(g[mask]) / np.median(p[mask])  # one scale for the whole sequence
     errors = depth_errors(g[mask], np.clip(p[mask] * scale, min_gt, max_gt))
-    return {"frames_evaluated": len(common), "abs_rel": errors["abs_rel"], "a1": errors["a1"], "scale": scale}
+    return {
+        "frames_evaluated": len(common),
+        "abs_rel": errors["abs_rel"],
+        "a1": errors["a1"],
+        "scale": scale,
+        "depth_messages_ignored": foreign,
+    }
 
 
 def save_preview(input_bag: Path, output_bag: Path, path: Path) -> Path:
@@ -374,6 +381,11 @@ def print_summary(r: dict) -> None:
         )
     else:
         lines.append("accuracy             no ground truth in the input")
+    if r.get("depth_messages_ignored"):
+        lines.append(
+            f"warning              {r['depth_messages_ignored']} depth image(s) of another size recorded "
+            "and ignored: another node publishes in this DDS domain (use --domain-id)"
+        )
     lines += [
         f"depth scale          {r['scale_source']}",
         f"outputs (bag)        {r['output_bag']}",
