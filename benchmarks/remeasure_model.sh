@@ -12,7 +12,7 @@
 #   quality56    the same at 56x70 (the closed loop's size)
 #   static       benchmarks/static_scope.py (odometry: the still EndoNeRF scope, moving held-out sequences)
 #   filter       benchmarks/temporal_filter.py (the still-pixel filter)
-#   kinematic    tests/inference/test_pipeline_pose.py's photometric kinematic scale on seeds 0-3
+#   kinematic    benchmarks/kinematic_scale.py (the photometric kinematic scale of the tests) on seeds 0-3
 #   loop         endo-depth loop --duration 5 --height 72 --width 96 --margin-mm 5 --seed 0..5
 #   demo         endo-depth demo (the README's figures and picture) and the 24-frame demo of tests/ros
 #   eval         endo-depth eval on the held-out target tubes (aligned, T = 32, fp32)
@@ -43,35 +43,7 @@ step_quality56() {
 step_static() { $PY benchmarks/static_scope.py --weights "$W" --threads 1 --out "$R/static_scope_$LABEL.json"; }
 step_filter() { $PY benchmarks/temporal_filter.py --weights "$W" --out "$R/temporal_filter_$LABEL.json"; }
 step_kinematic() {
-    $PY - "$W" "$R/kinematic_scale_$LABEL.json" <<'PY'
-import json, sys
-import numpy as np
-from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
-from endo_depth_ros.sim.sim_endoscope import make_scene, start_pose
-out = {}
-for seed in range(4):  # tests/inference/test_pipeline_pose.py, the photometric kinematic scale, seed changed
-    sim = make_scene("target", seed, 112, 140)
-    T0 = start_pose(sim)
-    pipe = DepthPipeline(PipelineConfig(weights=sys.argv[1], input_height=112, input_width=140, torch_threads=1,
-                                        scale_mode="kinematic", kinematic_source="photometric", kinematic_min_pairs=3))
-    ratios, prev = [], None
-    for i in range(12):
-        t = 2 * i / 15.0
-        T = T0.copy()
-        T[:3, 3] += T0[:3, :3] @ np.array([0.003 * np.sin(2 * np.pi * t / 2.5), 0.0, 0.003 * t])
-        frame = sim.render_pose(T, i)
-        depth, motion = pipe.push(frame.rgb, i, K=frame.K)
-        if prev is not None:
-            Tm = np.linalg.inv(prev) @ T
-            pipe.push_measured_motion(motion.T_prev_cur[:3, 3], Tm[:3, 3], Tm)
-        prev = T
-        for fd in depth:
-            ok = np.isfinite(frame.depth) & np.isfinite(fd.relative_depth) & (fd.relative_depth > 0)
-            ratios.append(np.median(frame.depth[ok] / fd.relative_depth[ok]))
-    out[seed] = pipe.scale.state().scale / float(np.median(ratios))
-    print(f"seed {seed}: kinematic scale / truth {out[seed]:.3f}", flush=True)
-json.dump({"weights": sys.argv[1], "scale_over_truth": out}, open(sys.argv[2], "w"), indent=1)
-PY
+    $PY benchmarks/kinematic_scale.py --weights "$W" --seeds 0 1 2 3 --out "$R/kinematic_scale_$LABEL.json"
 }
 step_loop() {
     local s

@@ -87,10 +87,7 @@ def colorize(
     if not finite.any():  # nothing valid: all invalid colour, whatever the range
         return np.broadcast_to(np.asarray(invalid_rgb, dtype=np.uint8), (*v.shape, 3)).copy()
     if vmin is None or vmax is None:
-        if finite.any():
-            lo, hi = robust_range(v)
-        else:
-            lo, hi = 0.0, 1.0
+        lo, hi = robust_range(v)
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
     if not vmax > vmin:

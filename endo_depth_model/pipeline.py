@@ -439,14 +439,21 @@ class DepthPipeline:
 
     def reset(self) -> int:
         """Re-anchor depth and restart odometry at the identity; returns the frames dropped."""
+        dropped = self._forget_scene()
+        self._frozen.clear()
+        self._prev_rgb = None
+        self.odometry.reset()
+        return dropped
+
+    def _forget_scene(self) -> int:
+        """What a reset and a scene cut both restart: the depth stream (frames it holds are dropped; the
+        caller finalises them first if it wants them), the per-frame state kept for it, the still-pixel
+        filter, odometry pairing and the scale. Returns the frames dropped."""
         dropped = self.stream.reset()
         self._masks.clear()
         self._filter_rgb.clear()
         if self.still_filter is not None:
             self.still_filter.reset()
-        self._frozen.clear()
-        self._prev_rgb = None
-        self.odometry.reset()
         self.scale.reset()
         self._prev_pose_input = None
         self._last_depth = None
@@ -584,22 +591,16 @@ class DepthPipeline:
         motion = None
         empty = False
         before_cut: list[FrameDepth] = []
-        cut = self.cuts is not None and self.cuts.update(rgb)
+        cut = False
         if self.cuts is not None:
+            cut = self.cuts.update(rgb)
             self.stats.overexposed_frames = self.cuts.skipped["overexposed"]
         if cut:
             # a new scene: finalise what the old one holds back, then restart depth, odometry pairing
             # and scale (the pose holds: a new segment starts where the last one ended)
             with torch.inference_mode():
                 before_cut = self._finalise(self.stream.flush())
-            self.stream.reset()
-            self._masks.clear()
-            self._filter_rgb.clear()
-            self._prev_pose_input = None
-            self._last_depth = None
-            self._steps.clear()
-            self._prev_rel = None
-            self.scale.reset()
+            self._forget_scene()
             if self.fov is not None:
                 self.fov.reset()
             self.stats.scene_cuts += 1

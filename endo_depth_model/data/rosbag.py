@@ -312,15 +312,15 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
     def rectifier_for(info, hw: tuple[int, int]) -> Rectifier | None:
         key = (info[1].tobytes(), info[4].tobytes(), info[3], hw)
         if key not in rectifiers:
-            rectifiers[key] = make_rectifier(info[1], info[4], info[3], hw)
+            try:
+                rectifiers[key] = make_rectifier(info[1], info[4], info[3], hw)
+            except DistortionError as exc:
+                raise DataError(f"{path}: CameraInfo on {info_topic}: {exc}") from exc
         return rectifiers[key]
 
     for info in infos:  # unknown models and bad coefficients are refused up front, naming the bag
         if info[2] != (0, 0):
-            try:
-                rectifier_for(info, info[2])
-            except DistortionError as exc:
-                raise DataError(f"{path}: CameraInfo on {info_topic}: {exc}") from exc
+            rectifier_for(info, info[2])
     meta = {
         "source": "rosbag",
         "path": str(path),
@@ -342,10 +342,7 @@ def open_rosbag(path: str | Path, image_topic: str | None = None, K: np.ndarray 
             raise DataError(
                 f"{path}: CameraInfo size {infos[i][2]} differs from image size {hw} on {image_topic}"
             )
-        try:
-            return infos[i][1].copy(), rectifier_for(infos[i], hw)
-        except DistortionError as exc:
-            raise DataError(f"{path}: CameraInfo on {info_topic}: {exc}") from exc
+        return infos[i][1].copy(), rectifier_for(infos[i], hw)
 
     def decode_image(raw, msgtype: str = IMAGE_T) -> tuple[int, np.ndarray, str]:
         msg = ts.deserialize_cdr(raw, msgtype)
