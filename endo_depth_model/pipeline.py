@@ -119,8 +119,8 @@ class PipelineConfig:
     static_ratio: float = 1.15
     # depth that holds still where the image holds still (endo_depth_model.temporal_filter): each pixel's
     # depth is averaged with the frames before while its image does not change, taken as it is where it
-    # does; re-anchors, cuts and resets start it over
-    temporal_filter: bool = False
+    # does; re-anchors, cuts and resets start it over. On by default since session 12 (docs/BENCHMARKS.md)
+    temporal_filter: bool = True
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
