@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from endo_depth_model.align import AlignStats, fit_scale_shift
 from endo_depth_model.streaming import DepthResult, StreamError, check_stream_frame
 
-__all__ = ["CausalStep", "CausalDepth", "slot_inputs", "CAUSAL_FITS"]
+__all__ = ["CausalStep", "CausalDepth", "slot_inputs", "ring_inputs", "CAUSAL_FITS"]
 
 CAUSAL_FITS = ("none", "previous")
 
@@ -57,6 +57,18 @@ def slot_inputs(length: int, n_valid: int, device=None) -> tuple[torch.Tensor, t
     return positions, key_bias
 
 
+def ring_inputs(length: int, n_valid: int, slot: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``positions`` and ``key_bias`` (L + 1,) for a ring buffer of ``length`` + 1 slots whose ``slot``
+    receives the newest frame and whose ``n_valid`` slots before it (cyclically) hold the earlier frames:
+    the same positions as :func:`slot_inputs` gives them in order (oldest 0 .. newest ``n_valid``)."""
+    n_valid = min(int(n_valid), int(length))
+    back = (int(slot) - torch.arange(length + 1, device=device)) % (length + 1)  # frames back from the newest
+    valid = back <= n_valid
+    positions = torch.where(valid, n_valid - back, torch.zeros_like(back))
+    key_bias = torch.zeros(length + 1, device=device).masked_fill(~valid, float("-inf"))
+    return positions, key_bias
+
+
 class CausalStep(nn.Module):
     """One causal frame: ``(frame (1, 3, H, W) normalised, positions, key_bias, *caches)`` ->
     ``(disparity (1, H, W) >= 0 at the network size, *next caches)``."""
@@ -69,11 +81,13 @@ class CausalStep(nn.Module):
     def cache_shapes(self, input_hw: tuple[int, int], context: int) -> list[tuple[int, int, int]]:
         return self.head.cache_shapes((input_hw[0] // 14, input_hw[1] // 14), context)
 
-    def forward(self, frame, positions, key_bias, *caches):
+    def forward(self, frame, positions, key_bias, *caches, slot: int | None = None):
+        """``slot``: eager inference with ring-buffer caches of L + 1 slots written in place (what
+        :class:`CausalDepth` runs); without it the caches are explicit inputs and outputs (ONNX)."""
         h, w = frame.shape[-2:]
         tokens = self.model.pretrained.forward_intermediates(frame, self.model.config.intermediate_layers)
         out, nxt = self.head.forward_causal(
-            list(tokens), (h // 14, w // 14), list(caches), positions, key_bias
+            list(tokens), (h // 14, w // 14), list(caches), positions, key_bias, slot
         )
         return (F.relu(out.float())[:, 0], *nxt)
 
@@ -201,12 +215,18 @@ class CausalDepth:
         x = self.preprocessor(frame_rgb).to(self.device)
         x = x.reshape(1, *x.shape[-3:])
         if self._caches is None:
-            shapes = self.step_module.cache_shapes(tuple(x.shape[-2:]), self.context)
-            self._caches = [torch.zeros(s, device=self.device) for s in shapes]
-        positions, key_bias = slot_inputs(self.context, self._n_valid, self.device)
+            # ring buffers of context + 1 slots, written in place (TemporalAttention.step), in the dtype
+            # the key and value projections come out in (bf16 / fp16 under autocast: storing them wider
+            # adds no precision and doubles the memory the attention reads; 224x280, bf16, one thread:
+            # 77 -> 66 ms per frame with the copies gone and the cache in bf16, docs/BENCHMARKS.md)
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+            shapes = self.step_module.cache_shapes(tuple(x.shape[-2:]), self.context + 1)
+            self._caches = [torch.zeros(s, device=self.device, dtype=dtype) for s in shapes]
+        slot = self._n_received % (self.context + 1)
+        positions, key_bias = ring_inputs(self.context, self._n_valid, slot, self.device)
         with self._autocast():
-            out = self.step_module(x, positions, key_bias, *self._caches)
-        disparity, self._caches = out[0], [c.float() for c in out[1:]]
+            out = self.step_module(x, positions, key_bias, *self._caches, slot=slot)
+        disparity = out[0]
         self._n_valid = min(self._n_valid + 1, self.context)
         self.head_passes += 1
         self.encoder_calls += 1

@@ -144,14 +144,15 @@ class DPTHead(nn.Module):
             for _ in range(m.cache_slots)
         ]
 
-    def forward_causal(self, tokens, patch_hw, caches, positions, key_bias):
+    def forward_causal(self, tokens, patch_hw, caches, positions, key_bias, slot=None):
         """One frame through the head with causal temporal attention over cached earlier frames.
 
         ``tokens``: four (1, h*w, in_channels) token maps of the newest frame; ``caches``: the tensors
         of :meth:`cache_shapes`, in order; ``positions``, ``key_bias``: see
         :meth:`~endo_depth_model.models.motion_module.TemporalAttention.step`. Returns (output
         (1, 1, 14h, 14w), next caches). With the cache of the earlier frames of a window, the output
-        equals the last frame of ``forward(..., causal=True)`` on that window.
+        equals the last frame of ``forward(..., causal=True)`` on that window. ``slot``: the caches are
+        ring buffers written in place (:meth:`~endo_depth_model.models.motion_module.TemporalAttention.step`).
         """
         patch_h, patch_w = patch_hw
         layers = []
@@ -166,7 +167,7 @@ class DPTHead(nn.Module):
             nonlocal k
             module = self.motion_modules[index]
             n = module.cache_slots
-            y, nxt = module.step(x, caches[k : k + n], positions, key_bias)
+            y, nxt = module.step(x, caches[k : k + n], positions, key_bias, slot)
             out_caches.extend(nxt)
             k += n
             return y

@@ -77,7 +77,7 @@ class TemporalAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(n, t, c)
         return self.to_out[1](self.to_out[0](out))
 
-    def step(self, y, cache_k, cache_v, positions, key_bias):
+    def step(self, y, cache_k, cache_v, positions, key_bias, slot: int | None = None):
         """One causal step for the newest frame.
 
         ``y`` (N, 1, C): the newest frame's attention input (LayerNorm output, before the position
@@ -88,12 +88,25 @@ class TemporalAttention(nn.Module):
         (L + 1,) long: each slot's position in the window (cached slots, then the newest frame);
         ``key_bias`` (L + 1,) float: 0 for valid slots, -inf for empty ones. Returns the newest frame's
         attention output (N, 1, C) and the next caches (oldest slot dropped, the newest appended).
+
+        ``slot`` (eager inference only): the caches are ring buffers of L + 1 slots, (N, L + 1, C), and
+        the newest frame's projections are written into ``slot`` in place; ``positions`` and
+        ``key_bias`` then describe the slots as they lie in the ring (:func:`endo_depth_model.causal.
+        ring_inputs`). Attention is a sum over slots, so the order of the slots does not matter, only
+        their positions: the same result without copying every cache per frame (the copies were about
+        a quarter of the causal step on our CPU). Returns the two buffers themselves as the next caches.
         """
         n, _, c = y.shape
         h, d = self.num_heads, c // self.num_heads
         pe = self.pos_encoder.pe[0].index_select(0, positions).to(y.dtype)  # (L + 1, C)
-        keys = torch.cat([cache_k, self.to_k(y)], dim=1)  # (N, L + 1, C), position-free
-        values = torch.cat([cache_v, self.to_v(y)], dim=1)
+        if slot is None:
+            keys = torch.cat([cache_k, self.to_k(y)], dim=1)  # (N, L + 1, C), position-free
+            values = torch.cat([cache_v, self.to_v(y)], dim=1)
+            pe_new = pe[-1]
+        else:
+            cache_k[:, slot] = self.to_k(y)[:, 0]
+            cache_v[:, slot] = self.to_v(y)[:, 0]
+            keys, values, pe_new = cache_k, cache_v, pe[slot]
         # One query per pixel with a few channels per head: as (N x heads) batched products of 1 x d by
         # d x (L + 1) they are slow on CPU (tiny GEMMs, strided copies). Instead each pixel's query becomes
         # a block-diagonal (heads, C) matrix, so the key and value products are one batched GEMM per pixel
@@ -103,7 +116,7 @@ class TemporalAttention(nn.Module):
         # 41.2 to 29.7 ms per frame against adding the positions to the whole cache (one thread,
         # benchmarks/node_profile.py, results node_profile_bf16_224x280_causal_s9{_before,}.json); equal
         # to 3e-7 in fp32 (tests/inference/test_causal.py checks the engine against the masked window).
-        q = self.to_q(y + pe[-1]).float().reshape(n, h, d) * (d**-0.5)
+        q = self.to_q(y + pe_new).float().reshape(n, h, d) * (d**-0.5)
         pk = self.to_k(pe).float().reshape(-1, h, d).permute(1, 2, 0)  # (h, d, L + 1)
         pv = self.to_v(pe).float().reshape(-1, h, d).transpose(0, 1)  # (h, L + 1, d)
         with torch.autocast(device_type=y.device.type, enabled=False):
@@ -116,6 +129,8 @@ class TemporalAttention(nn.Module):
             out = (mixed * eye.view(1, h, h, 1)).sum(2)  # (N, h, d): each head's own channels
             out = out + torch.matmul(attn.transpose(0, 1), pv).transpose(0, 1)
             out = out.reshape(n, 1, c).to(y.dtype)
+        if slot is not None:
+            return self.to_out[1](self.to_out[0](out)), cache_k, cache_v
         return self.to_out[1](self.to_out[0](out)), keys[:, 1:], values[:, 1:]
 
 
@@ -170,12 +185,12 @@ class TemporalTransformerBlock(nn.Module):
         # whether its weight requires grad, so an SSB-adapted (frozen) model would not be bit-exact
         return x.reshape(b, p, num_frames, c).transpose(1, 2).reshape(bt, p, c).contiguous()
 
-    def step(self, x, caches, positions, key_bias):
+    def step(self, x, caches, positions, key_bias, slot=None):
         """The newest frame only: ``x`` (P, 1, C); ``caches`` two (P, L, C) per attention block (keys,
-        values). Returns (x, next caches)."""
+        values; (P, L + 1, C) ring buffers with ``slot``). Returns (x, next caches)."""
         out = []
         for i, (attention, norm) in enumerate(zip(self.attention_blocks, self.norms, strict=True)):
-            a, k, v = attention.step(norm(x), caches[2 * i], caches[2 * i + 1], positions, key_bias)
+            a, k, v = attention.step(norm(x), caches[2 * i], caches[2 * i + 1], positions, key_bias, slot)
             x = a + x
             out += [k, v]
         x = self.ff(self.ff_norm(x)) + x
@@ -214,15 +229,16 @@ class TemporalTransformer(nn.Module):
         hidden = self.proj_out(hidden)
         return hidden.reshape(bt, h, w, c).permute(0, 3, 1, 2) + x
 
-    def step(self, x, caches, positions, key_bias):
+    def step(self, x, caches, positions, key_bias, slot=None):
         """Causal step for one frame ``x`` (1, C, H, W); ``caches``: two (H*W, L, C) per attention block
-        (keys, values) of every transformer block, in order. Returns (output (1, C, H, W), next caches)."""
+        (keys, values) of every transformer block, in order (ring buffers with ``slot``, see
+        :meth:`TemporalAttention.step`). Returns (output (1, C, H, W), next caches)."""
         _, c, h, w = x.shape
         hidden = self.proj_in(self.norm(x).permute(0, 2, 3, 1).reshape(h * w, 1, c))
         out, k = [], 0
         for block in self.transformer_blocks:
             n = 2 * len(block.attention_blocks)
-            hidden, nxt = block.step(hidden, caches[k : k + n], positions, key_bias)
+            hidden, nxt = block.step(hidden, caches[k : k + n], positions, key_bias, slot)
             out += nxt
             k += n
         hidden = self.proj_out(hidden)
@@ -266,9 +282,9 @@ class TemporalModule(nn.Module):
         """Cache tensors of a causal step: keys and values of every attention block."""
         return 2 * sum(len(b.attention_blocks) for b in self.temporal_transformer.transformer_blocks)
 
-    def step(self, x, caches, positions, key_bias):
+    def step(self, x, caches, positions, key_bias, slot=None):
         """Causal step (see :meth:`TemporalTransformer.step`)."""
-        return self.temporal_transformer.step(x, caches, positions, key_bias)
+        return self.temporal_transformer.step(x, caches, positions, key_bias, slot)
 
     def forward(self, x: torch.Tensor, num_frames: int, causal: bool = False) -> torch.Tensor:
         """``x`` (B*T, C, H, W), frames of each clip contiguous -> same shape."""

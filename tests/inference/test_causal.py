@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from endo_depth_model.causal import CausalDepth, CausalStep, slot_inputs
+from endo_depth_model.causal import CausalDepth, CausalStep, ring_inputs, slot_inputs
 from endo_depth_model.infer import load_depth_model
 from endo_depth_model.preprocess import Preprocessor
 from endo_depth_model.streaming import StreamError
@@ -41,6 +41,39 @@ def test_slot_inputs():
     assert torch.isinf(bias[:2]).all() and (bias[2:] == 0).all()
     pos, bias = slot_inputs(4, 9)
     assert pos.tolist() == [0, 1, 2, 3, 4] and (bias == 0).all()
+
+
+def test_ring_inputs_give_each_cached_frame_the_position_slot_inputs_gives_it():
+    # ring of 4 + 1 slots; frames 0..k written at slot k % 5: the newest at `slot`, the earlier ones behind it
+    for k in range(12):
+        n_valid, slot = min(k, 4), k % 5
+        pos, bias = ring_inputs(4, n_valid, slot)
+        ref_pos, ref_bias = slot_inputs(4, n_valid)
+        frame_of_slot = {(j % 5): j for j in range(max(0, k - 4), k + 1)}  # slot -> frame it holds
+        valid = [s for s in range(5) if bias[s] == 0]
+        assert sorted(frame_of_slot) == sorted(valid)
+        # positions by frame age match the ordered layout's (oldest valid 0 .. newest n_valid)
+        by_age = [int(pos[s]) for s in sorted(valid, key=lambda s: frame_of_slot[s])]
+        assert by_age == [int(p) for p, b in zip(ref_pos, ref_bias, strict=True) if b == 0]
+        assert int(pos[slot]) == n_valid and torch.isinf(bias[[s for s in range(5) if s not in valid]]).all()
+
+
+def test_ring_buffer_engine_equals_the_explicit_cache_step_after_the_ring_wraps(model):
+    # the engine writes its caches in place in a ring of context + 1 slots; the exported step (ONNX)
+    # takes and returns them explicitly, oldest dropped: both must give the same depth frame after frame,
+    # also once the ring has wrapped round several times
+    context, frames = 3, _frames(11, seed=5)
+    engine = _engine(model, context=context, precision="fp32")
+    got = [engine.push(f)[0].disparity for f in frames]
+    step = CausalStep(model).eval()
+    pre = Preprocessor(input_hw=HW)
+    caches = [torch.zeros(s) for s in step.cache_shapes(HW, context)]
+    for k, f in enumerate(frames):
+        pos, bias = slot_inputs(context, k)
+        with torch.no_grad():
+            out = step(pre(f)[0], pos, bias, *caches)
+        caches = list(out[1:])
+        np.testing.assert_allclose(got[k], torch.relu(out[0])[0].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_causal_engine_equals_causally_masked_window(model):
