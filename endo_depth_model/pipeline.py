@@ -6,6 +6,7 @@ stamps, get finalised depth frames and per-frame odometry back. No ROS imports h
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -19,7 +20,13 @@ from endo_depth_model import loading
 from endo_depth_model.loading import SHIPPED_MODEL_DIR  # noqa: F401 - re-exported (scripts and tests)
 from endo_depth_model.odometry import SCALE_MODES, PoseIntegrator, ScaleEstimator, ScaleState
 from endo_depth_model.runtime import BACKENDS
-from endo_depth_model.runtime.precision import PRECISIONS, PrecisionError, autocast, resolve_precision
+from endo_depth_model.runtime.precision import (
+    PRECISIONS,
+    PrecisionError,
+    autocast,
+    cast_weights,
+    resolve_precision,
+)
 
 LATENCY_MODES = ("auto", "causal", "aligned")
 FOV_MODES = ("auto", "off")
@@ -359,6 +366,9 @@ class DepthPipeline:
                 raise PipelineError(f"inference backend {cfg.backend!r}: {exc}") from exc
         self.model = model
         self.pose_model = pose_model if pose_model is not None else load_pose_model(cfg)
+        if self.pose_model is not None and self.device.type == "cpu" and self.precision != "fp32":
+            # its convolution weights stored in the dtype autocast computes in (cast_weights), on a copy
+            self.pose_model = cast_weights(copy.deepcopy(self.pose_model), self.precision)
         self._pose_pool = None
         self._threads = 0  # > 0: set on the first push, in the pushing thread (OpenMP teams are per thread)
         if cfg.concurrent_pose and self.pose_model is not None and self.device.type == "cpu":

@@ -8,8 +8,12 @@ head's convolutions in bf16. On our machine that made VDA-S 1.8x faster per outp
 (docs/BENCHMARKS.md). On a CPU without it bf16 would be
 emulated and slower than fp32, so asking for it there is refused. On CUDA ``auto`` stays fp32: fp16
 parity on a GPU has not been measured by us yet; ask for ``fp16`` (or the TensorRT backend) there.
-The model's weights stay fp32 in every case; autocast runs the heavy operators in the lower precision
-and the outputs come back as fp32.
+Autocast runs the heavy operators in the lower precision and the outputs come back as fp32. It casts
+each fp32 weight of a matrix product or convolution to bf16 again on every call; on a CPU
+:func:`cast_weights` does that once (the torch backend and the pipeline's pose network, on copies of the
+models): the same rounding of the weights, though oneDNN may pick other kernels and accumulate in
+another order (on a test model a quarter of bf16's own difference from fp32, tests/deploy/
+test_precision.py); about 5 % less CPU per frame for the node on our machine (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -55,6 +59,27 @@ def resolve_precision(precision: str, device) -> str:
             "bf16 on this CPU would be emulated (no AMX or AVX512-BF16) and slower than fp32; use fp32"
         )
     return precision
+
+
+def cast_weights(module, precision: str, keep: tuple[str, ...] = ()):
+    """Store the weights and biases of ``module``'s linear and convolution layers in the dtype autocast
+    would cast them to on every call (bf16 / fp16), in place; fp32 leaves them as they are. ``keep``:
+    qualified names of submodules that stay fp32 (those run with autocast off, e.g. the head's last
+    convolutions). Norm layers and buffers are never touched. Convolution weights in channels-last
+    layout keep it. Returns ``module``."""
+    import torch
+
+    if precision == "fp32":
+        return module
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    for name, layer in module.named_modules():
+        if any(name == k or name.startswith(k + ".") for k in keep):
+            continue
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+            for p in (layer.weight, layer.bias):
+                if p is not None:
+                    p.data = p.data.to(dtype)  # preserve_format: a channels-last weight stays channels-last
+    return module
 
 
 def autocast(precision: str, device):

@@ -11,7 +11,7 @@ import torch
 from endo_depth_model.models import FrameFeatures, VideoDepthAnything
 
 from .base import Backend, BackendError, BackendUnavailable, finish_output
-from .precision import PrecisionError, autocast, resolve_precision
+from .precision import PrecisionError, autocast, cast_weights, resolve_precision
 
 __all__ = ["TorchBackend", "CudaGraphRunner"]
 
@@ -77,6 +77,12 @@ class TorchBackend(Backend):
             raise BackendError(str(exc)) from exc
         super().__init__(model.config, device)
         self.model = model.to(device).eval()
+        if device.type == "cpu" and self.precision != "fp32":
+            # the weights stored in the dtype autocast computes in, once, instead of cast on every call
+            # (cast_weights; the same rounding); on a copy, so the caller's model stays fp32. The head's
+            # last convolutions run with autocast off and stay fp32.
+            fp32_tail = ("head.scratch.output_conv2",)
+            self.model = cast_weights(copy.deepcopy(self.model), self.precision, keep=fp32_tail)
         self.head = self.model.head
         if device.type == "cpu":
             # oneDNN's convolutions are much faster in channels-last layout when channels are few, as in

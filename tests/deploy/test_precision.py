@@ -114,3 +114,39 @@ def test_pipeline_refuses_bf16_on_a_cpu_without_it(no_native_bf16):
         DepthPipeline(
             PipelineConfig(input_height=56, input_width=70, window=8, overlap=4, stride=2, precision="bf16")
         )
+
+
+def test_cast_weights_stores_matmul_and_conv_weights_once_leaving_norms_and_kept_layers_fp32():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(4)),
+        torch.nn.Linear(4, 2),
+    )
+    net(torch.zeros(1, 3, 6, 6))  # materialise the lazy layer
+    assert prec.cast_weights(net, "fp32") is net and net[0].weight.dtype == torch.float32
+    prec.cast_weights(net, "bf16", keep=("3",))
+    assert net[0].weight.dtype == net[0].bias.dtype == net[2][1].weight.dtype == torch.bfloat16
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert net[1].weight.dtype == net[1].running_mean.dtype == torch.float32  # norms untouched
+    assert net[3].weight.dtype == torch.float32  # kept
+
+
+def test_bf16_backend_casts_a_copy_once_and_rounds_as_autocast_does(native_bf16, adapted_model, frames):
+    # the backend stores bf16 weights on a copy: the caller's model stays fp32, and the numbers are
+    # autocast's over the fp32 model (which rounds each weight to bf16 on every call, the same rounding);
+    # oneDNN picks other kernels for some bf16-weight GEMMs (the MLPs' wider products) and accumulates in
+    # another order, so single bf16 roundings flip and propagate: measured a quarter of bf16's own
+    # difference from fp32
+    backend = TorchBackend(adapted_model, precision="bf16")
+    assert backend.model is not adapted_model
+    assert all(p.dtype == torch.float32 for p in adapted_model.parameters())
+    assert backend.model.pretrained.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert backend.head.scratch.output_conv2[0].weight.dtype == torch.float32  # runs with autocast off
+    got = backend(frames)
+    backend.model, backend.head = adapted_model, TorchBackend(adapted_model, precision="fp32").head
+    want = backend(frames)  # fp32 weights under the same autocast
+    fp32 = TorchBackend(adapted_model, precision="fp32")(frames)
+    rel = ((got - want).abs() / want.abs().clamp_min(1e-3)).mean().item()
+    rel_fp32 = ((want - fp32).abs() / fp32.abs().clamp_min(1e-3)).mean().item()
+    assert rel < 0.5 * rel_fp32, (rel, rel_fp32)
