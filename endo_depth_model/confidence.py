@@ -43,7 +43,9 @@ def image_term(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3:
         raise ValueError(f"image_term needs an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
-    return np.take(_IMAGE_LUT, rgb.max(axis=2))
+    # the brightest channel as two element-wise maxima: numpy's reduction over a last axis of 3 is about
+    # 14 x slower (22 ms against 1.6 ms at 1280x720 on our CPU, most of the node's confidence map)
+    return np.take(_IMAGE_LUT, np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]))
 
 
 def temporal_term(
