@@ -64,6 +64,11 @@ class PretrainConfig:
     #: with random width and fall-off, low-frequency shading), gamma, exposure and white balance, the same
     #: for every frame of a clip (a light fixed to the scope). Teaches that dark is not necessarily far.
     photometric_aug: float = 0.0
+    #: instrument albedo augmentation (0: off): in clips that show an instrument, its pixels' colour is
+    #: scaled by one random factor in [exp(-A), exp(A)] for the whole clip (a darker or brighter tool), so
+    #: the network cannot read a bright instrument as near and a dark one as far (the shipped model does:
+    #: the simulator's light falls off with distance). Uses the rendered instrument masks.
+    instrument_albedo: float = 0.0
     #: multi-resolution training, e.g. ``1,0.75,0.5,0.25``: each step draws one factor and trains at that
     #: fraction of the input size (rounded to the patch size, 14 px), so the network holds up at the
     #: smaller ``input_height`` users choose for speed. Empty: the input size only.
@@ -99,6 +104,10 @@ def check_config(cfg: PretrainConfig) -> None:
     parse_input_scales(cfg)
     if not 0.0 <= cfg.causal_fraction <= 1.0:
         raise ValueError(f"causal_fraction must be in [0, 1], got {cfg.causal_fraction}")
+    if not 0.0 <= cfg.instrument_albedo <= 3.0:
+        raise ValueError(
+            f"instrument_albedo must be in [0, 3] (a factor of up to e^3), got {cfg.instrument_albedo}"
+        )
     if not 1 <= cfg.clip <= cfg.frames:
         raise ValueError(f"clip {cfg.clip} must be 1..frames ({cfg.frames}): a clip comes from one sequence")
     if cfg.schedule not in ("onecycle", "cosine"):
@@ -249,6 +258,21 @@ def illumination_gain(rng: np.random.Generator, height: int, width: int, strengt
         "exposure": float(np.exp(rng.uniform(-0.4, 0.4) * s)),
         "channels": np.exp(rng.uniform(-0.1, 0.1, 3) * s).astype(np.float32),
     }
+
+
+def recolour_instruments(rgb, mask, rng: np.random.Generator, strength: float):
+    """``rgb`` (1, T, 3, H, W) float in [0, 1] (torch) with the pixels of ``mask`` (T, H, W) bool scaled by
+    one factor ``exp(U(-strength, strength))`` for the whole clip (in linear light, clipped to [0, 1]).
+    Draws from ``rng`` only when the clip shows an instrument."""
+    import torch
+
+    m = torch.as_tensor(np.asarray(mask), device=rgb.device)
+    if not bool(m.any()):
+        return rgb
+    factor = float(np.exp(rng.uniform(-strength, strength)))
+    lin = rgb.clamp(0, 1) ** 2.2
+    scaled = (lin * factor).clamp(0, 1) ** (1 / 2.2)
+    return torch.where(m[None, :, None], scaled, rgb)
 
 
 def apply_illumination(rgb, light: dict):
@@ -686,6 +710,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         seq, idx, flip = _sample_clip(cfg, seqs, rng)
         rgb = torch.from_numpy(seq["rgb"][idx]).to(device).permute(0, 3, 1, 2).float().div(255.0)[None]
         depth = torch.from_numpy(seq["depth"][idx]).to(device)
+        if cfg.instrument_albedo > 0 and "instruments" in seq:
+            rgb = recolour_instruments(rgb, seq["instruments"][idx], rng, cfg.instrument_albedo)
         if flip:
             rgb, depth = rgb.flip(-1), depth.flip(-1)
         if sizes:

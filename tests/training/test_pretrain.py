@@ -18,6 +18,7 @@ from endo_depth_model.training.pretrain import (
     log_scale_loss,
     parse_mix,
     pretrain,
+    recolour_instruments,
     scale_only_loss,
     ssi_terms,
     temporal_gradient_loss,
@@ -97,6 +98,27 @@ def test_depth_log_loss_is_the_median_scaled_evaluation_after_the_conversion():
     invalid[:, :, :8] = False  # pixels outside the field of view do not count
     assert depth_log_loss(garbage, depth, invalid, lo, hi) < 1e-5
     assert depth_log_loss(garbage, depth, valid, lo, hi) > 0.05
+
+
+def test_instrument_albedo_changes_only_instrument_pixels_by_one_factor_per_clip():
+    rgb = torch.rand(1, 4, 3, 16, 20) * 0.8 + 0.1
+    mask = np.zeros((4, 16, 20), bool)
+    mask[:, 4:10, 5:12] = True  # the tool, in every frame
+    mask[2, 0, 0] = True
+    out = recolour_instruments(rgb, mask, np.random.default_rng(0), 1.0)
+    factor = float(np.exp(np.random.default_rng(0).uniform(-1.0, 1.0)))  # the draw: 1.32, a brighter tool
+    m = torch.from_numpy(mask)[None, :, None].expand_as(rgb)
+    assert torch.equal(out[~m], rgb[~m])  # tissue untouched
+    # the tool scaled by that one factor in linear light, in every frame (where nothing clips at 1)
+    ratio = (out[m] ** 2.2) / (rgb[m] ** 2.2)
+    ok = out[m] < 0.999
+    assert int(ok.sum()) > 100
+    np.testing.assert_allclose(ratio[ok].numpy(), factor, rtol=1e-3)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    # a clip without an instrument is unchanged and draws nothing from the RNG (older runs replay exactly)
+    rng = np.random.default_rng(5)
+    assert torch.equal(recolour_instruments(rgb, np.zeros_like(mask), rng, 1.0), rgb)
+    assert rng.random() == np.random.default_rng(5).random()
 
 
 def test_illumination_augmentation_varies_light_not_geometry():
