@@ -132,7 +132,8 @@ class CausalDepth:
         self.device = torch.device(device)
         head = getattr(model, "head", None) if model is not inner else None
         self.step_module = CausalStep(inner.to(self.device).eval(), head)
-        self.precision = precision or getattr(model, "precision", "fp32")
+        # a torch backend's own precision wins: its weights may be stored in it (runtime.cast_weights)
+        self.precision = getattr(model, "precision", None) or precision or "fp32"
         self._autocast = lambda: autocast(self.precision, self.device)
         self.preprocessor = preprocessor
         self.output_hw = tuple(output_hw) if output_hw is not None else None
@@ -188,8 +189,8 @@ class CausalDepth:
         return self._n_valid
 
     # ---- frames --------------------------------------------------------------------------------------
-    def _fit(self, raw: np.ndarray) -> tuple[np.ndarray, AlignStats]:
-        first = self._n_received == 0  # since construction or reset()
+    def _fit(self, raw: np.ndarray, first: bool) -> tuple[np.ndarray, AlignStats]:
+        """``first``: the first frame since construction or reset()."""
         if self.fit == "previous" and self._prev is not None and self._prev.shape == raw.shape:
             a, b = raw, self._prev
             if self.fov_mask is not None and self.fov_mask.shape == raw.shape and self.fov_mask.any():
@@ -227,6 +228,10 @@ class CausalDepth:
         with self._autocast():
             out = self.step_module(x, positions, key_bias, *self._caches, slot=slot)
         disparity = out[0]
+        first, index = self._n_received == 0, self._index_base + self._n_received
+        # the frame is in the ring now: its slot and the count of valid slots advance together, before
+        # anything below can raise (a failed frame must not leave the next one's positions off by one)
+        self._n_received += 1
         self._n_valid = min(self._n_valid + 1, self.context)
         self.head_passes += 1
         self.encoder_calls += 1
@@ -236,8 +241,6 @@ class CausalDepth:
                 disparity[None], size=self.output_hw, mode="bilinear", align_corners=True
             )[0]
         raw = F.relu(disparity)[0].float().cpu().numpy()
-        aligned, stats = self._fit(raw)
-        index = self._index_base + self._n_received
-        self._n_received += 1
+        aligned, stats = self._fit(raw, first)
         depth = self.depth_fn(aligned) if self.depth_fn is not None else None
         return [DepthResult(index, stamp, aligned, depth, stats)]

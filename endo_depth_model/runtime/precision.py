@@ -75,7 +75,9 @@ def cast_weights(module, precision: str, keep: tuple[str, ...] = ()):
     for name, layer in module.named_modules():
         if any(name == k or name.startswith(k + ".") for k in keep):
             continue
-        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+        if isinstance(
+            layer, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+        ):  # convolutions, transposed too
             for p in (layer.weight, layer.bias):
                 if p is not None:
                     p.data = p.data.to(dtype)  # preserve_format: a channels-last weight stays channels-last
