@@ -65,6 +65,21 @@ def render(preset: str, seed: int, frames: int, hw: tuple[int, int], cache: Path
         return {k: f[k] for k in f.files}
 
 
+def at_precision(bundle, precision: str):
+    """``bundle`` with its model run by the torch backend at ``precision`` (what the node runs: ``auto`` is
+    bf16 on a CPU with native bf16); ``fp32``: the bundle as it is (what ``endo-depth infer`` and ``eval``
+    run)."""
+    import dataclasses
+
+    from endo_depth_model.runtime.precision import resolve_precision
+    from endo_depth_model.runtime.torch_backend import TorchBackend
+
+    precision = resolve_precision(precision, "cpu")
+    if precision == "fp32":
+        return bundle
+    return dataclasses.replace(bundle, model=TorchBackend(bundle.model, precision=precision))
+
+
 def predict(
     bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float, input_hw=INPUT_SIZE, context=None
 ) -> np.ndarray:
@@ -194,6 +209,12 @@ def main() -> int:
     ap.add_argument("--previews", type=Path, default=None, help="folder for input | depth preview PNGs")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "auto"),
+        help="fp32: as endo-depth infer / eval run; auto or bf16: as the node runs on a CPU with bf16",
+    )
+    ap.add_argument(
         "--causal-context",
         type=int,
         default=None,
@@ -211,7 +232,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     min_depth, max_depth = weights_depth_range(args.weights)
     lo, hi = 0.001 if min_depth is None else min_depth, 0.3 if max_depth is None else max_depth
-    bundle = load_depth_model("vitt", args.weights)
+    bundle = at_precision(load_depth_model("vitt", args.weights), args.precision)
     t0 = time.time()
     methods = list(args.methods)
     results: dict = {
@@ -219,6 +240,7 @@ def main() -> int:
         "label": args.label,
         "input_size": list(input_hw),
         "causal_context": args.causal_context,
+        "precision": args.precision,
         "presets": {},
         "real": {},
     }

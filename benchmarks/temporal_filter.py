@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from model_quality import INPUT_SIZE, PRESETS, REAL, predict, read_clip, render, score  # noqa: E402
+from model_quality import INPUT_SIZE, PRESETS, REAL, at_precision, predict, read_clip, render, score  # noqa: E402
 
 SETTINGS = [(6.0, 0.3), (4.0, 0.2), (10.0, 0.15)]
 
@@ -54,14 +54,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/temporal_filter.json")
     ap.add_argument("--data", type=Path, default=ROOT / "runs/quality_data")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16", "auto"), help="as model_quality.py"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
     min_depth, max_depth = weights_depth_range(args.weights)
     lo, hi = 0.001 if min_depth is None else min_depth, 0.3 if max_depth is None else max_depth
-    bundle = load_depth_model("vitt", args.weights)
+    bundle = at_precision(load_depth_model("vitt", args.weights), args.precision)
     names = ["causal"] + [f"still{s:g}_gain{g:g}" for s, g in SETTINGS]
-    results: dict = {"weights": str(args.weights), "settings": SETTINGS, "real": {}, "presets": {}}
+    results: dict = {"weights": str(args.weights), "precision": args.precision, "settings": SETTINGS}
+    results |= {"real": {}, "presets": {}}
     clips = {
         "endonerf_pulling": REAL / "endonerf_pulling/pulling_gt.mp4",
         "laparoscopic_rvim": REAL / "laparoscopic_rvim/endo.mp4",
