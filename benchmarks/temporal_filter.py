@@ -64,8 +64,13 @@ def main() -> None:
     lo, hi = 0.001 if min_depth is None else min_depth, 0.3 if max_depth is None else max_depth
     bundle = at_precision(load_depth_model("vitt", args.weights), args.precision)
     names = ["causal"] + [f"still{s:g}_gain{g:g}" for s, g in SETTINGS]
-    results: dict = {"weights": str(args.weights), "precision": args.precision, "settings": SETTINGS}
-    results |= {"real": {}, "presets": {}}
+    results: dict = {
+        "weights": str(args.weights),
+        "precision": args.precision,
+        "settings": SETTINGS,
+        "real": {},
+        "presets": {},
+    }
     clips = {
         "endonerf_pulling": REAL / "endonerf_pulling/pulling_gt.mp4",
         "laparoscopic_rvim": REAL / "laparoscopic_rvim/endo.mp4",

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from endo_depth_model.align import AlignStats, fit_scale_shift
+from endo_depth_model.runtime.precision import autocast, compute_dtype
 from endo_depth_model.streaming import DepthResult, StreamError, check_stream_frame
 
 __all__ = ["CausalStep", "CausalDepth", "slot_inputs", "ring_inputs", "CAUSAL_FITS"]
@@ -113,8 +114,6 @@ class CausalDepth:
         device: str | torch.device = "cpu",
         precision: str | None = None,
     ) -> None:
-        from endo_depth_model.runtime.precision import autocast
-
         inner = getattr(model, "model", model)
         if not hasattr(getattr(inner, "head", None), "forward_causal"):
             raise StreamError(
@@ -153,7 +152,6 @@ class CausalDepth:
     # ---- state ---------------------------------------------------------------------------------------
     def _reset_state(self) -> None:
         self._caches: list[torch.Tensor] | None = None
-        self._n_valid = 0
         self._n_received = 0
         self._input_hw: tuple[int, int] | None = None
         self._prev: np.ndarray | None = None
@@ -185,8 +183,8 @@ class CausalDepth:
 
     @property
     def cached_frames(self) -> int:
-        """Earlier frames the next step's attention will see."""
-        return self._n_valid
+        """Earlier frames the next step's attention will see (the ring holds at most ``context``)."""
+        return min(self._n_received, self.context)
 
     # ---- frames --------------------------------------------------------------------------------------
     def _fit(self, raw: np.ndarray, first: bool) -> tuple[np.ndarray, AlignStats]:
@@ -205,7 +203,7 @@ class CausalDepth:
         out = np.maximum(raw * np.float32(self._scale) + np.float32(self._shift), 0).astype(np.float32)
         self._prev = out if self.fit == "previous" else None
         stats = AlignStats(
-            self._scale, self._shift, float("nan"), self._n_valid, first, "first" if first else ""
+            self._scale, self._shift, float("nan"), self.cached_frames, first, "first" if first else ""
         )
         return out, stats
 
@@ -220,19 +218,18 @@ class CausalDepth:
             # the key and value projections come out in (bf16 / fp16 under autocast: storing them wider
             # adds no precision and doubles the memory the attention reads; 224x280, bf16, one thread:
             # 77 -> 66 ms per frame with the copies gone and the cache in bf16, docs/BENCHMARKS.md)
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+            dtype = compute_dtype(self.precision)
             shapes = self.step_module.cache_shapes(tuple(x.shape[-2:]), self.context + 1)
             self._caches = [torch.zeros(s, device=self.device, dtype=dtype) for s in shapes]
         slot = self._n_received % (self.context + 1)
-        positions, key_bias = ring_inputs(self.context, self._n_valid, slot, self.device)
+        positions, key_bias = ring_inputs(self.context, self.cached_frames, slot, self.device)
         with self._autocast():
             out = self.step_module(x, positions, key_bias, *self._caches, slot=slot)
         disparity = out[0]
         first, index = self._n_received == 0, self._index_base + self._n_received
-        # the frame is in the ring now: its slot and the count of valid slots advance together, before
-        # anything below can raise (a failed frame must not leave the next one's positions off by one)
+        # the frame is in the ring now: count it before anything below can raise (the next frame's slot and
+        # the valid slots both follow from this count)
         self._n_received += 1
-        self._n_valid = min(self._n_valid + 1, self.context)
         self.head_passes += 1
         self.encoder_calls += 1
         self.encoded_frames += 1

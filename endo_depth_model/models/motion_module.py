@@ -102,11 +102,12 @@ class TemporalAttention(nn.Module):
         if slot is None:
             keys = torch.cat([cache_k, self.to_k(y)], dim=1)  # (N, L + 1, C), position-free
             values = torch.cat([cache_v, self.to_v(y)], dim=1)
-            pe_new = pe[-1]
+            pe_new, nxt = pe[-1], (keys[:, 1:], values[:, 1:])
         else:
             cache_k[:, slot] = self.to_k(y)[:, 0]
             cache_v[:, slot] = self.to_v(y)[:, 0]
-            keys, values, pe_new = cache_k, cache_v, pe[slot]
+            keys, values = cache_k, cache_v
+            pe_new, nxt = pe[slot], (cache_k, cache_v)
         # One query per pixel with a few channels per head: as (N x heads) batched products of 1 x d by
         # d x (L + 1) they are slow on CPU (tiny GEMMs, strided copies). Instead each pixel's query becomes
         # a block-diagonal (heads, C) matrix, so the key and value products are one batched GEMM per pixel
@@ -129,9 +130,7 @@ class TemporalAttention(nn.Module):
             out = (mixed * eye.view(1, h, h, 1)).sum(2)  # (N, h, d): each head's own channels
             out = out + torch.matmul(attn.transpose(0, 1), pv).transpose(0, 1)
             out = out.reshape(n, 1, c).to(y.dtype)
-        if slot is not None:
-            return self.to_out[1](self.to_out[0](out)), cache_k, cache_v
-        return self.to_out[1](self.to_out[0](out)), keys[:, 1:], values[:, 1:]
+        return self.to_out[1](self.to_out[0](out)), *nxt
 
 
 class GEGLU(nn.Module):

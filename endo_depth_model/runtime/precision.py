@@ -61,6 +61,13 @@ def resolve_precision(precision: str, device) -> str:
     return precision
 
 
+def compute_dtype(precision: str):
+    """The torch dtype a resolved ``precision`` computes in: float32, bfloat16 or float16."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def cast_weights(module, precision: str, keep: tuple[str, ...] = ()):
     """Store the weights and biases of ``module``'s linear and convolution layers in the dtype autocast
     would cast them to on every call (bf16 / fp16), in place; fp32 leaves them as they are. ``keep``:
@@ -71,13 +78,12 @@ def cast_weights(module, precision: str, keep: tuple[str, ...] = ()):
 
     if precision == "fp32":
         return module
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtype = compute_dtype(precision)
     for name, layer in module.named_modules():
         if any(name == k or name.startswith(k + ".") for k in keep):
             continue
-        if isinstance(
-            layer, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
-        ):  # convolutions, transposed too
+        # _ConvNd: every convolution, transposed ones too
+        if isinstance(layer, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
             for p in (layer.weight, layer.bias):
                 if p is not None:
                     p.data = p.data.to(dtype)  # preserve_format: a channels-last weight stays channels-last
@@ -90,5 +96,4 @@ def autocast(precision: str, device):
 
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+    return torch.autocast(device_type=torch.device(device).type, dtype=compute_dtype(precision))
