@@ -78,10 +78,11 @@ def confidence_map(
     work_hw: tuple[int, int] = (112, 140),
 ) -> np.ndarray:
     """(H, W) float32 confidence in [0, 1] of ``depth`` (H, W, NaN invalid) seen in ``rgb`` (H, W, 3)
-    uint8. ``prev_depth`` (H, W): the previous frame's depth in the same unit, with ``K`` (3, 3, full
-    size) and the predicted motion ``T_prev_cur``; any of them None: no temporal evidence. A non-finite
-    motion or residual gives NaN where it reaches (:meth:`DepthPipeline.confidence
-    <endo_depth_model.pipeline.DepthPipeline.confidence>` sets those pixels to 0 and counts the frame)."""
+    uint8. ``prev_depth``: the previous frame's depth in the same unit, at any size (both are compared
+    on a thumbnail), with ``K`` (3, 3, for ``depth``'s size) and the predicted motion ``T_prev_cur``; any
+    of them None: no temporal evidence. A non-finite motion or residual gives NaN where it reaches
+    (:meth:`DepthPipeline.confidence <endo_depth_model.pipeline.DepthPipeline.confidence>` sets those
+    pixels to 0 and counts the frame)."""
     import cv2
 
     from endo_depth_model.geometry import scale_intrinsics
@@ -92,12 +93,7 @@ def confidence_map(
     known = np.isfinite(depth) & (depth > 0)
     conf = image_term(rgb) * known
     H, W = depth.shape
-    if (
-        prev_depth is not None
-        and K is not None
-        and T_prev_cur is not None
-        and prev_depth.shape == depth.shape
-    ):
+    if prev_depth is not None and K is not None and T_prev_cur is not None and np.ndim(prev_depth) == 2:
         h, w = min(work_hw[0], H), min(work_hw[1], W)
         small = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
         prev_small = cv2.resize(np.asarray(prev_depth, np.float32), (w, h), interpolation=cv2.INTER_NEAREST)

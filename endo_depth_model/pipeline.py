@@ -30,6 +30,7 @@ from endo_depth_model.runtime.precision import (
 
 LATENCY_MODES = ("auto", "causal", "aligned")
 FOV_MODES = ("auto", "off")
+WORK_RESOLUTIONS = ("auto", "full")
 KINEMATIC_SOURCES = ("pose", "photometric")
 #: the disparity-to-depth range of weights that store none (official VDA checkpoints), metres nominal
 DEFAULT_DEPTH_RANGE = (0.001, 0.3)
@@ -128,6 +129,13 @@ class PipelineConfig:
     # depth is averaged with the frames before while its image does not change, taken as it is where it
     # does; re-anchors, cuts and resets start it over. On by default since session 12 (docs/BENCHMARKS.md)
     temporal_filter: bool = True
+    # the size frames are processed at (endo_depth_model.preprocess.work_size): auto = a frame at least
+    # twice the network input on both sides (1280x720, 1920x1080, 640x512 for 224x280) is area-averaged once
+    # to the smallest size of its aspect that covers the network input (398x224), everything per pixel
+    # (field of view, cuts, filter, odometry's images, alignment) runs there, and the depth is upsampled to
+    # the frame's size at the end; full = every step at the frame's size. At 1280x720 auto saves ... ms of
+    # the ... ms a frame costs, with the held-out accuracy unchanged (docs/BENCHMARKS.md)
+    work_resolution: str = "auto"
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
     def validate(self) -> None:
@@ -193,6 +201,8 @@ class PipelineConfig:
             problems.append(f"causal_fit {self.causal_fit!r} must be none or previous")
         if self.fov_mask not in FOV_MODES:
             problems.append(f"fov_mask {self.fov_mask!r} must be auto or off")
+        if self.work_resolution not in WORK_RESOLUTIONS:
+            problems.append(f"work_resolution {self.work_resolution!r} must be auto or full")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         if problems:
@@ -201,7 +211,11 @@ class PipelineConfig:
 
 @dataclass
 class FrameDepth:
-    """One finalised frame: ``depth`` (H, W) float32 (NaN invalid), its ``stamp`` and alignment."""
+    """One finalised frame: ``depth`` (H, W) float32 (NaN invalid), its ``stamp`` and alignment.
+
+    ``depth`` and ``K`` are at the pushed frame's size; ``disparity`` and ``prev_depth`` at the size the
+    pipeline worked at (``PipelineConfig.work_resolution``; the same for frames less than twice the
+    network input)."""
 
     stamp: Any
     index: int
@@ -423,6 +437,7 @@ class DepthPipeline:
         from endo_depth_model.fov import FovTracker
 
         self.fov = FovTracker() if cfg.fov_mask == "auto" else None
+        self._fov_margin = self.fov.margin if self.fov is not None else 0  # pixels at the frames' size
         from endo_depth_model.scene_cut import SceneCutDetector
 
         self.cuts = SceneCutDetector() if cfg.scene_cuts else None
@@ -442,6 +457,8 @@ class DepthPipeline:
         self._last_K: np.ndarray | None = None
         self._snippet_index = -1
         self._last_stats = None
+        self._frame_hw: tuple[int, int] | None = None  # the pushed frames' size (their depth's size)
+        self._work_hw: tuple[int, int] | None = None  # the size they are processed at
 
     @property
     def has_odometry(self) -> bool:
@@ -452,6 +469,7 @@ class DepthPipeline:
         dropped = self._forget_scene()
         self._frozen.clear()
         self._prev_rgb = None
+        self._frame_hw = None  # the next frame may have another size
         self.odometry.reset()
         return dropped
 
@@ -598,6 +616,7 @@ class DepthPipeline:
 
         t0 = time.perf_counter()
         self.stats.frames_in += 1
+        rgb, K = self._to_work_size(rgb, K)
         motion = None
         empty = False
         before_cut: list[FrameDepth] = []
@@ -663,6 +682,7 @@ class DepthPipeline:
             else:
                 motion = FrameMotion(stamp, self.odometry.T_odom_cam.copy(), np.eye(4), state)
         self._confidence_inputs(out, K)
+        out = self._at_frame_size(out)
         self.stats.infer_ms.append((time.perf_counter() - t0) * 1e3)
         del self.stats.infer_ms[:-1000]
         return out, motion
@@ -675,7 +695,56 @@ class DepthPipeline:
             results = self.stream.flush()
         out = self._finalise(results)
         self._confidence_inputs(out, self._last_K)
-        return out
+        return self._at_frame_size(out)
+
+    def _to_work_size(self, rgb, K):
+        """A pushed frame (and its intrinsics) at the size the pipeline works at (``work_resolution``).
+        A frame of another size than the stream's first raises :class:`StreamError` here, as the engines
+        do (two sizes may shrink to the same working size); anything but (H, W, 3) uint8 passes unchanged
+        to the engine's own checks."""
+        from endo_depth_model.geometry import scale_intrinsics
+        from endo_depth_model.preprocess import shrink_rgb, work_size
+        from endo_depth_model.streaming import StreamError
+
+        rgb_like = isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3
+        if not (rgb_like and rgb.dtype == np.uint8):
+            return rgb, K
+        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+        if self._frame_hw is None:
+            self._frame_hw = hw
+            network_hw = (self.cfg.input_height, self.cfg.input_width)
+            self._work_hw = work_size(hw, network_hw) if self.cfg.work_resolution == "auto" else hw
+            if self.fov is not None:  # its margin against the stop's soft edge, in working pixels
+                self.fov.margin = max(1, round(self._fov_margin * self._work_hw[0] / hw[0]))
+        elif hw != self._frame_hw:
+            raise StreamError(
+                f"frame {self.stream.frames_received} is {hw[0]}x{hw[1]} but the stream started at "
+                f"{self._frame_hw[0]}x{self._frame_hw[1]}; call reset() before changing resolution"
+            )
+        if self._work_hw == hw:
+            return rgb, K
+        h, w = self._work_hw
+        if K is not None:
+            K = scale_intrinsics(np.asarray(K, dtype=np.float64), w / hw[1], h / hw[0])
+        return shrink_rgb(rgb, self._work_hw), K
+
+    def _at_frame_size(self, frames: list[FrameDepth]) -> list[FrameDepth]:
+        """Finalised frames as the caller gets them: depth and intrinsics at the pushed frames' size (new
+        objects; the pipeline keeps its own at the working size for the next frame's odometry)."""
+        from endo_depth_model.geometry import scale_intrinsics
+        from endo_depth_model.preprocess import upsample_depth
+
+        if self._frame_hw is None or self._work_hw == self._frame_hw:
+            return frames
+        (H, W), (h, w) = self._frame_hw, self._work_hw
+        return [
+            dataclasses.replace(
+                fd,
+                depth=upsample_depth(fd.depth, (H, W)),
+                K=None if fd.K is None else scale_intrinsics(fd.K, W / w, H / h),
+            )
+            for fd in frames
+        ]
 
     def _confidence_inputs(self, frames: list[FrameDepth], K) -> None:
         """Give each finalised frame (in order) the previous finalised frame's depth, K and its motion."""

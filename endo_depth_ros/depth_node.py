@@ -37,6 +37,7 @@ from endo_depth_model.pipeline import (
     FOV_MODES,
     KINEMATIC_SOURCES,
     LATENCY_MODES,
+    WORK_RESOLUTIONS,
     DepthPipeline,
     PipelineConfig,
     PipelineError,
@@ -197,6 +198,13 @@ PARAMETERS: tuple[Param, ...] = (
         "auto: detect the scope's black border (NaN depth, no points there, not fitted) or off",
         "fov_mask",
         choices=FOV_MODES,
+    ),
+    Param(
+        "work_resolution",
+        "auto: process a frame at least twice the network input at the smallest size of its aspect that "
+        "covers the input, depth upsampled to the frame's size at the end; full: every step at full size",
+        "work_resolution",
+        choices=WORK_RESOLUTIONS,
     ),
     Param(
         "latency_mode",

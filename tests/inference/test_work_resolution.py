@@ -1,0 +1,118 @@
+"""Large frames are processed at a working size and their depth comes back at their own size
+(``PipelineConfig.work_resolution``, endo_depth_model.preprocess.work_size / shrink_rgb / upsample_depth)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, PipelineError
+from endo_depth_model.preprocess import shrink_rgb, upsample_depth, work_size
+from endo_depth_model.streaming import StreamError
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ((720, 1280), (224, 398)),  # HD endoscope: covers 224x280, aspect kept
+        ((1080, 1920), (224, 398)),
+        ((512, 640), (224, 280)),  # EndoNeRF
+        ((256, 320), (256, 320)),  # SCARED-sized: not worth a step, stays
+        ((300, 2000), (300, 2000)),  # one side not twice the input: stays
+    ],
+)
+def test_the_work_size_covers_the_network_input_with_the_frames_aspect(image, expected):
+    got = work_size(image, (224, 280))
+    assert got == expected
+    assert got[0] >= 224 and got[1] >= 280
+
+
+def test_shrinking_averages_pixel_areas_instead_of_aliasing():
+    """A one-pixel checkerboard is grey at a third of its size (interpolation would pick pixels of one
+    colour and show a coarse pattern); a plain colour stays exactly that colour."""
+    yy, xx = np.mgrid[:720, :1280]
+    board = np.repeat((((yy + xx) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    small = shrink_rgb(board, (224, 398))
+    assert small.shape == (224, 398, 3) and small.dtype == np.uint8
+    assert abs(small.mean() - 127.5) < 2 and small.std() < 3
+    plain = np.empty((720, 1280, 3), np.uint8)
+    plain[:] = (200, 90, 40)
+    assert (shrink_rgb(plain, (224, 398)) == (200, 90, 40)).all()
+
+
+def test_upsampled_depth_keeps_its_nan_border_in_place_and_the_values_inside():
+    """A constant depth behind a circular stop: inside the stop every upsampled pixel keeps the value (no
+    NaN leaks in, no zeros are mixed in from the border), the NaN share outside stays the same."""
+    H, W, h, w = 720, 1280, 224, 398
+
+    def disc(rows, cols, r):
+        yy, xx = np.mgrid[:rows, :cols]
+        return ((yy + 0.5) / rows - 0.5) ** 2 + (((xx + 0.5) / cols - 0.5) * cols / rows) ** 2 <= r**2
+
+    depth = np.where(disc(h, w, 0.45), np.float32(2.0), np.float32(np.nan)).astype(np.float32)
+    up = upsample_depth(depth, (H, W))
+    assert up.shape == (H, W) and up.dtype == np.float32
+    inner, outer = disc(H, W, 0.44), ~disc(H, W, 0.46)
+    assert np.isfinite(up[inner]).all() and np.allclose(up[inner], 2.0)
+    assert np.isnan(up[outer]).all()
+    assert abs(np.isnan(up).mean() - np.isnan(depth).mean()) < 0.005
+    ramp = np.tile(np.linspace(1, 2, w, dtype=np.float32), (h, 1))
+    assert np.allclose(upsample_depth(ramp, (H, W))[:, [0, -1]].mean(axis=0), [1.0, 2.0], atol=0.01)
+
+
+def _scene(frames: int, hw: tuple[int, int]):
+    from endo_depth_model.training.pretrain import render_sequence
+
+    return render_sequence("lap", 9001, frames, *hw)
+
+
+def _run(cfg: PipelineConfig, data) -> list:
+    pipe = DepthPipeline(cfg)
+    out = []
+    for i, rgb in enumerate(data["rgb"]):
+        out += pipe.push(rgb, i, K=data["K"])[0]
+    return pipe, out + pipe.flush()
+
+
+def test_large_frames_are_processed_small_and_published_at_their_own_size():
+    """Frames four times the network input: depth, NaN border and intrinsics come back at the frames'
+    size, close to processing every step at full size, and the confidence map takes the full image."""
+    from endo_depth_model.confidence import confidence_map
+
+    data = _scene(5, (224, 280))
+    cfg = PipelineConfig(input_height=56, input_width=70)
+    pipe, small = _run(cfg, data)
+    _, full = _run(PipelineConfig(input_height=56, input_width=70, work_resolution="full"), data)
+    assert [fd.stamp for fd in small] == list(range(5))
+    for a, b, gt in zip(small, full, data["depth"], strict=True):
+        assert a.depth.shape == (224, 280) and a.disparity.shape == (56, 70)
+        np.testing.assert_allclose(a.K, data["K"], rtol=1e-9)
+        inside = np.isfinite(gt)  # the stop's border: within a working pixel of where full size puts it
+        assert np.isfinite(a.depth[inside]).mean() > np.isfinite(b.depth[inside]).mean() - 0.02
+        assert np.isnan(a.depth[~inside]).mean() > 0.97
+        both = np.isfinite(a.depth) & np.isfinite(b.depth)
+        ratio = a.depth[both] / b.depth[both]  # relative depth: the same up to a scale
+        assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.05
+    fd, rgb = small[-1], data["rgb"][-1]
+    conf = pipe.confidence(fd, rgb)
+    assert conf.shape == (224, 280) and np.nanmin(conf) >= 0 and np.nanmax(conf) <= 1
+    # the previous frame's depth (at the working size) is used: the temporal term is not "no evidence"
+    assert fd.prev_depth is not None and fd.prev_depth.shape == (56, 70)
+    assert not np.allclose(conf, confidence_map(fd.relative_depth, rgb))
+
+
+def test_a_frame_of_another_size_is_refused_until_reset():
+    data = _scene(2, (224, 280))
+    pipe = DepthPipeline(PipelineConfig(input_height=56, input_width=70))
+    pipe.push(data["rgb"][0], 0)
+    other = np.ascontiguousarray(data["rgb"][1][:, :276])  # also shrinks to 56x70
+    with pytest.raises(StreamError, match="call reset"):
+        pipe.push(other, 1)
+    pipe.reset()
+    out, _ = pipe.push(other, 2)
+    assert out[0].depth.shape == (224, 276)
+
+
+def test_an_unknown_work_resolution_is_refused():
+    with pytest.raises(PipelineError, match="work_resolution"):
+        DepthPipeline(PipelineConfig(work_resolution="half"))
