@@ -55,10 +55,10 @@ def pipeline_ms(frames: list, K: np.ndarray, mode: str, repeats: int) -> float:
 
 
 def main() -> int:
+    import model_quality as mq
     import torch
     from tqdm import tqdm
 
-    import model_quality as mq
     from endo_depth_model.fov import detect_fov
     from endo_depth_model.loading import load_depth_model, shipped_weights, weights_depth_range
     from endo_depth_model.preprocess import shrink_rgb, upsample_depth, work_size
@@ -123,7 +123,9 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"frames {size[0]}x{size[1]}, network inputs {', '.join(args.input_sizes)}")
-    print(f"{'preset':10s} {'way':16s} {'AbsRel/f':>9s} {'d1/f':>6s} {'AbsRel/s':>9s} {'range':>6s} {'instr':>6s}")
+    print(
+        f"{'preset':10s} {'way':16s} {'AbsRel/f':>9s} {'d1/f':>6s} {'AbsRel/s':>9s} {'range':>6s} {'instr':>6s}"
+    )
     for preset, table in results["presets"].items():
         for k, m in table.items():
             print(
