@@ -123,14 +123,13 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"frames {size[0]}x{size[1]}, network inputs {', '.join(args.input_sizes)}")
-    print(
-        f"{'preset':10s} {'way':16s} {'AbsRel/f':>9s} {'d1/f':>6s} {'AbsRel/s':>9s} {'range':>6s} {'instr':>6s}"
-    )
+    head = ("AbsRel/f", "d1/f", "AbsRel/s", "range", "instr")
+    print(f"{'preset':10s} {'way':16s} " + " ".join(f"{h:>9s}" for h in head))
     for preset, table in results["presets"].items():
         for k, m in table.items():
             print(
-                f"{preset:10s} {k:16s} {m['per_frame_abs_rel']:9.4f} {m['per_frame_a1']:6.3f} "
-                f"{m['per_seq_abs_rel']:9.4f} {m['range_ratio']:6.2f} {m['instrument_nearer']:6.2f}"
+                f"{preset:10s} {k:16s} {m['per_frame_abs_rel']:9.4f} {m['per_frame_a1']:9.3f} "
+                f"{m['per_seq_abs_rel']:9.4f} {m['range_ratio']:9.2f} {m['instrument_nearer']:9.2f}"
             )
     if "pipeline_cpu_ms_per_frame" in results:
         t = results["pipeline_cpu_ms_per_frame"]
