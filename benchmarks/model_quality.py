@@ -273,6 +273,10 @@ def main() -> int:
                 for k in keys
             }
         results["presets"][preset] = summary
+        # each sequence's row too, so two models can be compared sequence by sequence
+        results.setdefault("sequences", {})[preset] = {
+            m: {str(seed): row for seed, row in zip(seeds, rows[m], strict=True)} for m in methods
+        }
     # real clips: flicker and previews
     clips = {
         "endonerf_pulling": REAL / "endonerf_pulling/pulling_gt.mp4",

@@ -34,6 +34,7 @@ class StillPixelFilter:
 
     # defaults measured with pretrained_v10 (benchmarks/temporal_filter.py): still 4, gain 0.2 brings the real
     # EndoNeRF clip's causal flicker to 0.47 of per-frame inference with held-out TAE as good or better
+    # (pretrained_v11, shipped since session 13: 0.47 too, temporal_filter_v11s13.json)
     def __init__(self, still: float = 4.0, min_gain: float = 0.2, work_rows: int = 180) -> None:
         if not still > 0:
             raise ValueError(f"still must be > 0 grey levels, got {still}")
