@@ -134,8 +134,8 @@ class PipelineConfig:
     # to the smallest size of its aspect that covers the network input (398x224), everything per pixel
     # (field of view, cuts, filter, odometry's images, alignment) runs there, and the depth is upsampled to
     # the frame's size at the end; full = every step at the frame's size. At 1280x720 auto costs 4 % less CPU
-    # per frame (105 against 110 ms) and 60 MiB less memory in the node, with the held-out accuracy of full
-    # (AbsRel 0.147 / 0.132 on lap / tube rendered at 1280x720; docs/BENCHMARKS.md)
+    # per frame (105 against 110 ms), with the held-out accuracy of full (AbsRel 0.147 / 0.132 on lap / tube
+    # rendered at 1280x720; docs/BENCHMARKS.md); in the node the rate is the same either way
     work_resolution: str = "auto"
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 
