@@ -133,9 +133,9 @@ class PipelineConfig:
     # twice the network input on both sides (1280x720, 1920x1080, 640x512 for 224x280) is area-averaged once
     # to the smallest size of its aspect that covers the network input (398x224), everything per pixel
     # (field of view, cuts, filter, odometry's images, alignment) runs there, and the depth is upsampled to
-    # the frame's size at the end; full = every step at the frame's size. At 1280x720 auto costs 4 % less CPU
-    # per frame (105 against 110 ms), with the held-out accuracy of full (AbsRel 0.147 / 0.132 on lap / tube
-    # rendered at 1280x720; docs/BENCHMARKS.md); in the node the rate is the same either way
+    # the frame's size at the end; full = every step at the frame's size. At 1280x720 auto has the held-out
+    # accuracy of full (AbsRel 0.156 / 0.126 on lap / tube rendered at 1280x720); its CPU saving (about 5 of
+    # 115 ms a frame) is within the machine's spread, and the node's rate is the same (docs/BENCHMARKS.md)
     work_resolution: str = "auto"
     engine_cache: str = ""  # exported ONNX graphs / TensorRT engines; "" = ~/.cache/endo_depth
 

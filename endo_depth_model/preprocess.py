@@ -168,16 +168,20 @@ def work_size(image_hw: tuple[int, int], network_hw: tuple[int, int], below: flo
 def shrink_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 -> (h, w, 3) uint8 averaged over pixel areas, for ``hw`` at most half of (H, W).
 
-    Halved with OpenCV's Gaussian pyramid while that stays at or above ``hw``, then area-resampled the rest
-    of the way: what a camera of that resolution would see, without the aliasing of interpolating a large
-    step, and on uint8 (1280x720 to 398x224 in 2 ms on one core, where converting to float and a bicubic
-    step take 2.2 ms for each of the depth and pose inputs; docs/BENCHMARKS.md)."""
+    Halved by 2x2 averages while that stays at or above ``hw``, then area-resampled the rest of the way:
+    what a camera of that resolution would see, without the aliasing of interpolating a large step, on
+    uint8 (1280x720 to 398x224 in about 2 ms on one core, where converting to float and a bicubic step take
+    2.2 ms for each of the depth and pose inputs; docs/BENCHMARKS.md). Every step keeps the pixel-centre
+    convention of :func:`~endo_depth_model.geometry.scale_intrinsics` (``u' = (u + 0.5) s - 0.5``; OpenCV's
+    Gaussian pyramid would not: it keeps the even pixels, half an input pixel off per halving)."""
     import cv2
 
     h, w = int(hw[0]), int(hw[1])
     img = np.ascontiguousarray(rgb)
-    while img.shape[0] >= 2 * h and img.shape[1] >= 2 * w:
-        img = cv2.pyrDown(img)
+    # exact halvings only (an odd side would move the centres): an odd frame takes the one-step path
+    while img.shape[0] >= 2 * h and img.shape[1] >= 2 * w and img.shape[0] % 2 == 0 and img.shape[1] % 2 == 0:
+        H, W = img.shape[:2]
+        img = cv2.resize(img, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
     if img.shape[:2] == (h, w):
         return img
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)

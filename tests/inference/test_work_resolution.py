@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -38,6 +39,25 @@ def test_shrinking_averages_pixel_areas_instead_of_aliasing():
     plain = np.empty((720, 1280, 3), np.uint8)
     plain[:] = (200, 90, 40)
     assert (shrink_rgb(plain, (224, 398)) == (200, 90, 40)).all()
+
+
+@pytest.mark.parametrize("size", [(720, 1280), (721, 1281)])
+def test_shrinking_keeps_the_pixel_centres_the_intrinsics_assume(size):
+    """A bright blob lands, after shrinking, where scale_intrinsics moves its centre (a Gaussian pyramid
+    would put it a fraction of a working pixel off, and the depth with it)."""
+    from endo_depth_model.geometry import scale_intrinsics
+
+    H, W = size
+    cx, cy = W * 0.37, H * 0.61
+    yy, xx = np.mgrid[:H, :W]
+    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * (H / 20) ** 2))
+    rgb = np.repeat((blob * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    h, w = work_size(size, (224, 280))
+    small = shrink_rgb(rgb, (h, w))[..., 0].astype(float)
+    K = scale_intrinsics(np.array([[1.0, 0, cx], [0, 1.0, cy], [0, 0, 1]]), w / W, h / H)
+    ys, xs = np.mgrid[:h, :w]
+    assert abs((small * xs).sum() / small.sum() - K[0, 2]) < 0.02
+    assert abs((small * ys).sum() / small.sum() - K[1, 2]) < 0.02
 
 
 def test_upsampled_depth_keeps_its_nan_border_in_place_and_the_values_inside():
@@ -87,9 +107,15 @@ def test_large_frames_are_processed_small_and_published_at_their_own_size():
     for a, b, gt in zip(small, full, data["depth"], strict=True):
         assert a.depth.shape == (224, 280) and a.disparity.shape == (56, 70)
         np.testing.assert_allclose(a.K, data["K"], rtol=1e-9)
-        inside = np.isfinite(gt)  # the stop's border: within a working pixel of where full size puts it
-        assert np.isfinite(a.depth[inside]).mean() > np.isfinite(b.depth[inside]).mean() - 0.02
-        assert np.isnan(a.depth[~inside]).mean() > 0.97
+        inside = np.isfinite(gt)
+        assert np.isfinite(a.depth[inside]).mean() > 0.93 and np.isnan(a.depth[~inside]).mean() > 0.97
+        # the stop's border where full-size processing puts it, give or take a working pixel and a half
+        # (4 frame pixels each here): depth lost only next to the full-size border, none gained far outside
+        full_ok = np.isfinite(b.depth).astype(np.uint8)
+        to_border = cv2.distanceTransform(full_ok, cv2.DIST_L2, 5)
+        to_inside = cv2.distanceTransform(1 - full_ok, cv2.DIST_L2, 5)
+        assert to_border[np.isnan(a.depth) & (full_ok > 0)].max(initial=0) <= 6
+        assert to_inside[np.isfinite(a.depth) & (full_ok == 0)].max(initial=0) <= 6
         both = np.isfinite(a.depth) & np.isfinite(b.depth)
         ratio = a.depth[both] / b.depth[both]  # relative depth: the same up to a scale
         assert np.median(np.abs(ratio / np.median(ratio) - 1)) < 0.05
@@ -105,12 +131,13 @@ def test_a_frame_of_another_size_is_refused_until_reset():
     data = _scene(2, (224, 280))
     pipe = DepthPipeline(PipelineConfig(input_height=56, input_width=70))
     pipe.push(data["rgb"][0], 0)
-    other = np.ascontiguousarray(data["rgb"][1][:, :276])  # also shrinks to 56x70
+    other = np.pad(data["rgb"][1], ((0, 1), (0, 0), (0, 0)), mode="edge")  # 225x280: also 56x70
+    assert work_size(other.shape[:2], (56, 70)) == (56, 70)  # so only the pipeline's own check can see it
     with pytest.raises(StreamError, match="call reset"):
         pipe.push(other, 1)
     pipe.reset()
     out, _ = pipe.push(other, 2)
-    assert out[0].depth.shape == (224, 276)
+    assert out[0].depth.shape == (225, 280)
 
 
 def test_an_unknown_work_resolution_is_refused():
