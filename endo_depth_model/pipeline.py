@@ -150,9 +150,10 @@ class PipelineConfig:
             problems.append(
                 f"input size {self.input_height}x{self.input_width} must be positive multiples of 14"
             )
-        if not 0 <= self.blend <= self.overlap < self.window:
+        if not 0 <= self.blend <= self.overlap < self.window or self.blend == 1:
             problems.append(
-                f"need 0 <= blend ({self.blend}) <= overlap ({self.overlap}) < window ({self.window})"
+                f"need blend = 0 or 2 <= blend ({self.blend}) <= overlap ({self.overlap}) "
+                f"< window ({self.window})"
             )
         elif not 1 <= self.stride <= self.window - self.overlap:
             problems.append(

@@ -127,6 +127,23 @@ def test_large_frames_are_processed_small_and_published_at_their_own_size():
     assert not np.allclose(conf, confidence_map(fd.relative_depth, rgb))
 
 
+def test_aligned_mode_and_a_scene_cut_also_come_back_at_the_frames_size():
+    """The aligned engine holds frames back and returns them from later pushes and from flush(); a scene
+    cut finalises what it holds before restarting. Every path returns the frames' size, in order."""
+    a, b = _scene(4, (224, 280)), _scene(4, (224, 280))
+    b = {"rgb": np.ascontiguousarray(b["rgb"][:, ::-1, ::-1]), "K": a["K"]}  # another view: a cut
+    cfg = PipelineConfig(input_height=56, input_width=70, latency_mode="aligned")
+    cfg.window, cfg.overlap, cfg.stride, cfg.blend = 6, 2, 2, 2
+    pipe = DepthPipeline(cfg)
+    out = []
+    for i, rgb in enumerate([*a["rgb"], *b["rgb"]]):
+        out += pipe.push(rgb, i, K=a["K"])[0]
+    out += pipe.flush()
+    assert [fd.stamp for fd in out] == list(range(8))
+    assert all(fd.depth.shape == (224, 280) and fd.disparity.shape == (56, 70) for fd in out)
+    assert pipe.stats.scene_cuts >= 1
+
+
 def test_a_frame_of_another_size_is_refused_until_reset():
     data = _scene(2, (224, 280))
     pipe = DepthPipeline(PipelineConfig(input_height=56, input_width=70))
@@ -143,3 +160,11 @@ def test_a_frame_of_another_size_is_refused_until_reset():
 def test_an_unknown_work_resolution_is_refused():
     with pytest.raises(PipelineError, match="work_resolution"):
         DepthPipeline(PipelineConfig(work_resolution="half"))
+
+
+def test_a_blend_of_one_frame_is_refused_with_the_configuration():
+    """The aligned engine needs a blend of 0 or at least 2 frames; the configuration says so up front."""
+    cfg = PipelineConfig(latency_mode="aligned")
+    cfg.window, cfg.overlap, cfg.stride, cfg.blend = 6, 2, 2, 1
+    with pytest.raises(PipelineError, match="blend = 0 or 2 <= blend"):
+        DepthPipeline(cfg)
