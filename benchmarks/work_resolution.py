@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
+from model_quality import PRESETS as HELD_OUT  # noqa: E402
 
-PRESETS = {"lap": [9001, 9002, 9003], "tube": [31, 32, 33]}
+PRESETS = {name: HELD_OUT[name] for name in ("lap", "tube")}  # model_quality's held-out seeds
 
 
 def pipeline_ms(frames: list, K: np.ndarray, mode: str) -> float:

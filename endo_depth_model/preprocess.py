@@ -171,9 +171,10 @@ def shrink_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     Halved by 2x2 averages while that stays at or above ``hw``, then area-resampled the rest of the way:
     what a camera of that resolution would see, without the aliasing of interpolating a large step, on
     uint8 (1280x720 to 398x224 in about 2 ms on one core, where converting to float and a bicubic step take
-    2.2 ms for each of the depth and pose inputs; docs/BENCHMARKS.md). Every step keeps the pixel-centre
-    convention of :func:`~endo_depth_model.geometry.scale_intrinsics` (``u' = (u + 0.5) s - 0.5``; OpenCV's
-    Gaussian pyramid would not: it keeps the even pixels, half an input pixel off per halving)."""
+    2.2 ms for each of the depth and pose inputs: throw-away one-core timings of session 13, not saved).
+    Every step keeps the pixel-centre convention of :func:`~endo_depth_model.geometry.scale_intrinsics`
+    (``u' = (u + 0.5) s - 0.5``; OpenCV's Gaussian pyramid would not: it keeps the even pixels, half an
+    input pixel off per halving)."""
     import cv2
 
     h, w = int(hw[0]), int(hw[1])
