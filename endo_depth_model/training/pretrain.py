@@ -60,6 +60,11 @@ class PretrainConfig:
     #: in log space. Unlike the disparity terms it sees the conversion's shift (``1/max_depth``), so a
     #: disparity that is right up to a shift but wrong at its zero still costs.
     depth_log_weight: float = 0.0
+    #: the same log-depth term with *one* median for the whole clip: zero only when the converted
+    #: prediction equals the true depth up to one scale factor for every frame of the clip, which is what
+    #: per-sequence median-scaled AbsRel measures. The per-frame terms leave each frame's scale free, so
+    #: nothing else but the (static-pixel) temporal term teaches the scale to hold from frame to frame.
+    clip_log_weight: float = 0.0
     #: strength of the illumination augmentation (0: off): a smooth random gain field (an off-centre spot
     #: with random width and fall-off, low-frequency shading), gamma, exposure and white balance, the same
     #: for every frame of a clip (a light fixed to the scope). Teaches that dark is not necessarily far.
@@ -233,6 +238,20 @@ def depth_log_loss(pred, target_depth, valid, min_depth: float, max_depth: float
     r, v = r.reshape(n, -1), valid.reshape(n, -1)
     med = torch.where(v, r, torch.nan).nanmedian(dim=1, keepdim=True).values.nan_to_num(0.0)
     return ((r - med).abs() * v).sum() / v.sum().clamp_min(1)
+
+
+def clip_log_loss(pred, target_depth, valid, min_depth: float, max_depth: float):
+    """``depth_log_loss`` with one median over the whole clip instead of one per frame: the per-sequence
+    evaluation (one median scale for every frame) in log space. ``pred`` (T, H, W) disparity of one clip,
+    ``target_depth`` (T, H, W), ``valid`` (T, H, W) bool."""
+    t, h, w = pred.shape
+    return depth_log_loss(
+        pred.reshape(1, t * h, w),
+        target_depth.reshape(1, t * h, w),
+        valid.reshape(1, t * h, w),
+        min_depth,
+        max_depth,
+    )
 
 
 def illumination_gain(rng: np.random.Generator, height: int, width: int, strength: float) -> dict:
@@ -735,6 +754,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
             safe = torch.nan_to_num(depth, nan=cfg.max_depth)
             dlog = depth_log_loss(pred, safe, valid, cfg.min_depth, cfg.max_depth)
             loss = loss + cfg.depth_log_weight * dlog
+        if cfg.clip_log_weight > 0:
+            loss = loss + cfg.clip_log_weight * clip_log_loss(
+                pred, torch.nan_to_num(depth, nan=cfg.max_depth), valid, cfg.min_depth, cfg.max_depth
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

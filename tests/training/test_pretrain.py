@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from endo_depth_model.training.pretrain import (
     PretrainConfig,
     apply_illumination,
+    clip_log_loss,
     depth_log_loss,
     illumination_gain,
     log_scale_loss,
@@ -98,6 +99,28 @@ def test_depth_log_loss_is_the_median_scaled_evaluation_after_the_conversion():
     invalid[:, :, :8] = False  # pixels outside the field of view do not count
     assert depth_log_loss(garbage, depth, invalid, lo, hi) < 1e-5
     assert depth_log_loss(garbage, depth, valid, lo, hi) > 0.05
+
+
+def test_clip_log_loss_frees_one_scale_per_clip_not_per_frame():
+    from endo_depth_model.preprocess import depth_to_disparity
+
+    lo, hi = 0.001, 0.3
+    depth = 0.02 + 0.1 * _disparity() / _disparity().amax()
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    # one scale for the whole clip: free in both
+    same = depth_to_disparity(2.0 * depth, lo, hi)
+    assert clip_log_loss(same, depth, valid, lo, hi) < 1e-5
+    # a scale that drifts from frame to frame: free per frame, costs per clip (the per-sequence evaluation)
+    drift = depth * torch.tensor([1.0, 1.3, 1.7]).view(3, 1, 1)
+    pred = depth_to_disparity(drift, lo, hi)
+    assert depth_log_loss(pred, depth, valid, lo, hi) < 1e-5
+    assert clip_log_loss(pred, depth, valid, lo, hi) > 0.1
+    # pixels outside the field of view do not count
+    garbage = same.clone()
+    garbage[:, :, :8] = 0.0
+    invalid = valid.clone()
+    invalid[:, :, :8] = False
+    assert clip_log_loss(garbage, depth, invalid, lo, hi) < 1e-5
 
 
 def test_instrument_albedo_changes_only_instrument_pixels_by_one_factor_per_clip():
