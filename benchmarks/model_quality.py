@@ -146,6 +146,7 @@ def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
 
 
 def read_clip(path: Path, max_frames: int, width: int = 640) -> np.ndarray:
+    """Up to ``max_frames`` RGB frames of a video, area-resized to ``width`` (0: the video's own size)."""
     import cv2
 
     cap = cv2.VideoCapture(str(path))
@@ -155,7 +156,8 @@ def read_clip(path: Path, max_frames: int, width: int = 640) -> np.ndarray:
         if not ok:
             break
         h, w = bgr.shape[:2]
-        bgr = cv2.resize(bgr, (width, int(round(h * width / w / 2)) * 2), interpolation=cv2.INTER_AREA)
+        if width:
+            bgr = cv2.resize(bgr, (width, int(round(h * width / w / 2)) * 2), interpolation=cv2.INTER_AREA)
         frames.append(bgr[..., ::-1].copy())
     return np.stack(frames)
 

@@ -106,15 +106,7 @@ def main() -> int:
         }
     clip = mq.REAL / "laparoscopic_rvim" / "endo.mp4"
     if not args.skip_timing and clip.is_file():
-        import cv2
-
-        cap = cv2.VideoCapture(str(clip))
-        frames = []
-        while len(frames) < 70:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        frames = list(mq.read_clip(clip, 70, width=0))
         h, w = frames[0].shape[:2]
         K = np.array([[0.9 * w, 0, w / 2], [0, 0.9 * w, h / 2], [0, 0, 1]], float)
         results["pipeline_cpu_ms_per_frame"] = {

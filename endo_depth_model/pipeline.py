@@ -706,7 +706,7 @@ class DepthPipeline:
         to the engine's own checks."""
         from endo_depth_model.geometry import scale_intrinsics
         from endo_depth_model.preprocess import shrink_rgb, work_size
-        from endo_depth_model.streaming import StreamError
+        from endo_depth_model.streaming import size_change_error
 
         rgb_like = isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3
         if not (rgb_like and rgb.dtype == np.uint8):
@@ -719,10 +719,7 @@ class DepthPipeline:
             if self.fov is not None:  # its margin against the stop's soft edge, in working pixels
                 self.fov.margin = max(1, round(self._fov_margin * self._work_hw[0] / hw[0]))
         elif hw != self._frame_hw:
-            raise StreamError(
-                f"frame {self.stream.frames_received} is {hw[0]}x{hw[1]} but the stream started at "
-                f"{self._frame_hw[0]}x{self._frame_hw[1]}; call reset() before changing resolution"
-            )
+            raise size_change_error(self.stream.frames_received, hw, self._frame_hw)
         if self._work_hw == hw:
             return rgb, K
         h, w = self._work_hw

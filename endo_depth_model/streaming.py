@@ -129,10 +129,16 @@ def check_stream_frame(engine, rgb: np.ndarray) -> None:
         if engine.output_hw is None:
             engine.output_hw = hw
     elif hw != engine._input_hw:
-        raise StreamError(
-            f"frame {engine._n_received} is {hw[0]}x{hw[1]} but the stream started at "
-            f"{engine._input_hw[0]}x{engine._input_hw[1]}; call reset() before changing resolution"
-        )
+        raise size_change_error(engine._n_received, hw, engine._input_hw)
+
+
+def size_change_error(index: int, hw: tuple[int, int], first_hw: tuple[int, int]) -> StreamError:
+    """The :class:`StreamError` for frame ``index`` of size ``hw`` in a stream that started at ``first_hw``
+    (the engines' check and the pipeline's, before it shrinks frames to its working size)."""
+    return StreamError(
+        f"frame {index} is {hw[0]}x{hw[1]} but the stream started at "
+        f"{first_hw[0]}x{first_hw[1]}; call reset() before changing resolution"
+    )
 
 
 class StreamingDepth:
