@@ -99,6 +99,8 @@ class PretrainConfig:
     #: seeds of their own, never the benchmarks'); the best step's weights go to ``<model>_best.safetensors``
     eval_every: int = 0
     val_kinds: str = "target,lap"  #: scene kinds of the validation sequences (comma-separated)
+    #: validation sequences per kind (seeds of their own: the kind's validation seed, then +100 each)
+    val_sequences: int = 1
     device: str = "auto"  #: auto (CUDA when available), cpu, cuda[:N]
 
 
@@ -549,25 +551,41 @@ _VAL_SEED = {"source": 7001, "target": 7002, "colon": 7003, "lap": 7004, "dome":
 
 
 def validation_sequences(cfg: PretrainConfig, frames: int = 8) -> list[dict]:
-    """One short sequence per kind of ``cfg.val_kinds`` at the network size, cached in ``out/data``."""
+    """``cfg.val_sequences`` short sequences per kind of ``cfg.val_kinds`` at the network size, cached in
+    ``out/data``."""
     cache = Path(cfg.out) / "data"
     cache.mkdir(parents=True, exist_ok=True)
     out = []
     for kind in (k.strip() for k in cfg.val_kinds.split(",") if k.strip()):
         if kind not in _VAL_SEED:
             raise ValueError(f"val_kinds: unknown kind {kind!r}; known: {', '.join(_VAL_SEED)}")
-        path = cache / f"val_{kind}_{_VAL_SEED[kind]}_{frames}_{cfg.input_height}x{cfg.input_width}.npz"
-        if not path.is_file():
-            data = render_sequence(kind, _VAL_SEED[kind], frames, cfg.input_height, cfg.input_width)
-            np.savez_compressed(path, rgb=data["rgb"], depth=data["depth"])
-        with np.load(path) as f:
-            out.append({"kind": kind, "rgb": f["rgb"], "depth": f["depth"]})
+        for j in range(max(1, cfg.val_sequences)):
+            seed = _VAL_SEED[kind] + 100 * j
+            path = cache / f"val_{kind}_{seed}_{frames}_{cfg.input_height}x{cfg.input_width}.npz"
+            if not path.is_file():
+                data = render_sequence(kind, seed, frames, cfg.input_height, cfg.input_width)
+                np.savez_compressed(path, rgb=data["rgb"], depth=data["depth"])
+            with np.load(path) as f:
+                out.append({"kind": kind, "rgb": f["rgb"], "depth": f["depth"]})
     return out
 
 
+def _median_scaled_abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:
+    """AbsRel of ``pred`` scaled by one median ratio to ``gt`` over pixels where both are valid (any
+    shape: one frame, or a whole sequence for one scale); NaN with fewer than 10 such pixels."""
+    ok = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
+    if ok.sum() < 10:
+        return float("nan")
+    p = pred[ok] * np.median(gt[ok]) / np.median(pred[ok])
+    return float(np.mean(np.abs(p - gt[ok]) / gt[ok]))
+
+
 def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, float]:
-    """Per-frame (T = 1) median-scaled AbsRel of each validation sequence, through the fixed
-    disparity-to-depth conversion (as the node outputs depth), over pixels with ground truth."""
+    """Median-scaled AbsRel on the validation sequences through the fixed disparity-to-depth conversion
+    (as the node outputs depth), over pixels with ground truth, averaged over each kind's sequences:
+    ``kind``, per frame (T = 1, one scale per frame); ``kind/seq``, the whole sequence through the causal
+    temporal attention (the node's causal engine) with one scale for all its frames, which is where a scale
+    that drifts from frame to frame shows."""
     import torch
 
     from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, disparity_to_depth
@@ -576,22 +594,26 @@ def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, f
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
     was_training = model.training
     model.eval()
-    scores = {}
+    rows: dict[str, list[float]] = {}
     with torch.inference_mode():
         for seq in val:
-            errs = []
-            for rgb, gt in zip(seq["rgb"], seq["depth"], strict=True):
-                x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).float().div(255.0)[None, None]
-                disp = model((x - mean) / std)[0, 0].float().clamp_min(0).cpu().numpy()
-                pred = disparity_to_depth(disp, cfg.min_depth, cfg.max_depth)
-                ok = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
-                if ok.sum() < 10:
-                    continue
-                p = pred[ok] * np.median(gt[ok]) / np.median(pred[ok])
-                errs.append(float(np.mean(np.abs(p - gt[ok]) / gt[ok])))
-            scores[seq["kind"]] = float(np.mean(errs)) if errs else float("nan")
+            x = torch.from_numpy(seq["rgb"]).to(device).permute(0, 3, 1, 2).float().div(255.0)[None]
+            x = (x - mean) / std
+            per_frame = []
+            for k, gt in enumerate(seq["depth"]):
+                disp = model(x[:, k : k + 1])[0, 0].float().clamp_min(0).cpu().numpy()
+                per_frame.append(
+                    _median_scaled_abs_rel(disparity_to_depth(disp, cfg.min_depth, cfg.max_depth), gt)
+                )
+            disp = model(x, causal=True)[0].float().clamp_min(0).cpu().numpy()
+            whole = _median_scaled_abs_rel(
+                disparity_to_depth(disp, cfg.min_depth, cfg.max_depth), seq["depth"]
+            )
+            if np.isfinite(per_frame).any():
+                rows.setdefault(seq["kind"], []).append(float(np.nanmean(per_frame)))
+            rows.setdefault(f"{seq['kind']}/seq", []).append(whole)
     model.train(was_training)
-    return scores
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in rows.items()}
 
 
 PATCH = 14

@@ -238,12 +238,13 @@ def test_validation_during_pretraining_keeps_the_best_step(tmp_path):
     torch.set_num_threads(1)
     cfg = PretrainConfig(
         out=str(tmp_path / "run"), mix="lap:1", frames=4, input_height=42, input_width=56, clip=2, steps=3,
-        lr=1e-3, schedule="cosine", device="cpu", eval_every=1, val_kinds="target,lap",
+        lr=1e-3, schedule="cosine", device="cpu", eval_every=1, val_kinds="target,lap", val_sequences=2,
     )  # fmt: skip
     pretrain(cfg)
     log = json.loads((tmp_path / "run/pretrain_log.json").read_text())["log"]
     scores = [r["val_abs_rel"] for r in log]
-    assert len(scores) == 3 and all(set(s) == {"target", "lap"} for s in scores)
+    # per frame, and whole sequences through the causal attention with one scale (kind/seq)
+    assert len(scores) == 3 and all(set(s) == {"target", "lap", "target/seq", "lap/seq"} for s in scores)
     assert all(0 < v < 10 for s in scores for v in s.values())
     means = [np.mean(list(s.values())) for s in scores]
     with safe_open(tmp_path / "run/vitt_best.safetensors", "pt") as f:
@@ -252,7 +253,12 @@ def test_validation_during_pretraining_keeps_the_best_step(tmp_path):
     assert json.loads(meta["val_abs_rel"]) == scores[int(np.argmin(means))]
     # the validation seeds are neither training's nor the benchmarks'
     names = sorted(p.name for p in (tmp_path / "run/data").glob("val_*"))
-    assert names == ["val_lap_7004_8_42x56.npz", "val_target_7002_8_42x56.npz"]
+    assert names == [
+        "val_lap_7004_8_42x56.npz",
+        "val_lap_7104_8_42x56.npz",
+        "val_target_7002_8_42x56.npz",
+        "val_target_7102_8_42x56.npz",
+    ]
     with pytest.raises(ValueError, match="unknown kind"):
         pretrain(PretrainConfig(out=str(tmp_path / "bad"), mix="lap:1", frames=4, input_height=42,
                                 input_width=56, steps=1, eval_every=1, val_kinds="abdomen"))  # fmt: skip
@@ -337,3 +343,33 @@ def test_clips_longer_than_half_a_sequence_fit():
         assert seen == strides, (clip, seen)
     with pytest.raises(ValueError, match="clip 30 must be 1..frames"):
         pretrain(PretrainConfig(clip=30, frames=24, out="/nonexistent/never_written"))
+
+
+def test_validation_per_sequence_sees_a_scale_that_drifts_from_frame_to_frame():
+    from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, depth_to_disparity
+    from endo_depth_model.training.pretrain import validate
+
+    lo, hi = 0.001, 0.3
+    depth = (0.02 + 0.1 * _disparity(n=4) / _disparity(n=4).amax()).numpy()
+    rgb = np.repeat(np.arange(4, dtype=np.uint8)[:, None, None, None] * 40, 32 * 40 * 3).reshape(4, 32, 40, 3)
+
+    class Oracle(torch.nn.Module):
+        """The true depth of the frame whose index the image encodes (grey level 40 k), times ``drift[k]``."""
+
+        def __init__(self, drift):
+            super().__init__()
+            self.drift = drift
+
+        def forward(self, x, causal=False):
+            grey = x[0, :, 0, 0, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+            idx = torch.round(grey * 255 / 40).long()
+            d = torch.as_tensor(depth)[idx] * torch.as_tensor(self.drift)[idx].view(-1, 1, 1)
+            return depth_to_disparity(d, lo, hi)[None].float()
+
+    cfg = PretrainConfig(min_depth=lo, max_depth=hi)
+    val = [{"kind": "lap", "rgb": rgb, "depth": depth}]
+    steady = validate(Oracle([2.0] * 4), cfg, val, "cpu")
+    drifting = validate(Oracle([1.0, 1.3, 1.6, 2.0]), cfg, val, "cpu")
+    assert steady["lap"] < 1e-3 and steady["lap/seq"] < 1e-3
+    assert drifting["lap"] < 1e-3  # each frame's own scale is free per frame
+    assert drifting["lap/seq"] > 0.1  # one scale for the sequence is not
