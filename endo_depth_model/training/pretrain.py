@@ -123,6 +123,11 @@ def check_config(cfg: PretrainConfig) -> None:
         unknown = [k for k in cfg.val_kinds.split(",") if k.strip() and k.strip() not in _VAL_SEED]
         if unknown:
             raise ValueError(f"val_kinds: unknown kind {unknown[0]!r}; known: {', '.join(_VAL_SEED)}")
+        if not 1 <= cfg.val_sequences <= MAX_VAL_SEQUENCES:
+            raise ValueError(
+                f"val_sequences must be 1..{MAX_VAL_SEQUENCES} (more would reach the benchmark's held-out "
+                f"seeds), got {cfg.val_sequences}"
+            )
     check_start_files(cfg)
 
 
@@ -545,9 +550,12 @@ def _save_state(path: Path, model, opt, sched, step: int, rng: np.random.Generat
     tmp.replace(path)
 
 
-#: validation seeds of each kind: not training's (first_seed + offset + i) and not the held-out
-#: benchmark's (tube 31-33, lap 9001-9003, lap_unseen 9101-9103)
+#: validation seeds of each kind (then +100 per further sequence): not training's (first_seed + offset + i)
+#: and not the held-out benchmark's (benchmarks/model_quality.py: tube from 31, lap from 9001, lap_unseen
+#: from 9101, dome from 9201, ten each)
 _VAL_SEED = {"source": 7001, "target": 7002, "colon": 7003, "lap": 7004, "dome": 7005}
+#: at most this many validation sequences per kind: seeds 7001-7905, below the benchmark's 9001
+MAX_VAL_SEQUENCES = 10
 
 
 def validation_sequences(cfg: PretrainConfig, frames: int = 8) -> list[dict]:
@@ -609,11 +617,23 @@ def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, f
             whole = _median_scaled_abs_rel(
                 disparity_to_depth(disp, cfg.min_depth, cfg.max_depth), seq["depth"]
             )
-            if np.isfinite(per_frame).any():
-                rows.setdefault(seq["kind"], []).append(float(np.nanmean(per_frame)))
+            # every key on every call (NaN where nothing was scored): best-step means compare like with like
+            scored = np.isfinite(per_frame).any()
+            rows.setdefault(seq["kind"], []).append(float(np.nanmean(per_frame)) if scored else float("nan"))
             rows.setdefault(f"{seq['kind']}/seq", []).append(whole)
     model.train(was_training)
     return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in rows.items()}
+
+
+def _best_logged(log: list[dict], scores: dict[str, float]) -> float:
+    """The lowest mean validation score in ``log`` among entries scored on the same keys as ``scores``
+    (a run resumed with other validation settings starts a record of its own); inf when there is none."""
+    means = [
+        float(np.nanmean(list(r["val_abs_rel"].values())))
+        for r in log
+        if set(r.get("val_abs_rel", {})) == set(scores)
+    ]
+    return min(means, default=float("inf"))
 
 
 PATCH = 14
@@ -806,8 +826,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
         if cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or done):
             scores = validate(model, cfg, val, device)
             mean_score = float(np.nanmean(list(scores.values())))
+            if best_val == float("inf") and (out / f"{cfg.model}_best.safetensors").is_file():
+                best_val = _best_logged(log[:-1], scores)  # a resumed run: its earlier best still counts
             log[-1]["val_abs_rel"] = scores
-            if mean_score < best_val:  # the run's best so far (a resumed run starts its own record)
+            if mean_score < best_val:  # the run's best so far
                 best_val = mean_score
                 save_safetensors(
                     model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -262,6 +263,28 @@ def test_validation_during_pretraining_keeps_the_best_step(tmp_path):
     with pytest.raises(ValueError, match="unknown kind"):
         pretrain(PretrainConfig(out=str(tmp_path / "bad"), mix="lap:1", frames=4, input_height=42,
                                 input_width=56, steps=1, eval_every=1, val_kinds="abdomen"))  # fmt: skip
+    with pytest.raises(ValueError, match="held-out"):  # more would reach the benchmark's seeds
+        pretrain(PretrainConfig(out=str(tmp_path / "bad"), mix="lap:1", frames=4, input_height=42,
+                                input_width=56, steps=1, eval_every=1, val_sequences=21))  # fmt: skip
+
+
+def test_a_resumed_run_keeps_its_earlier_best_step(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    import endo_depth_model.training.pretrain as pt
+
+    torch.set_num_threads(1)
+    means = iter([0.5, 0.2, 0.4])  # the best is step 2, before the pause; step 3 must not replace it
+    monkeypatch.setattr(pt, "validate", lambda *a: {"lap": next(means), "lap/seq": 0.1})
+    cfg = PretrainConfig(
+        out=str(tmp_path / "run"), mix="lap:1", frames=4, input_height=42, input_width=56, clip=2, steps=3,
+        lr=1e-3, schedule="cosine", device="cpu", eval_every=1, val_kinds="lap", checkpoint_minutes=60,
+        stop_at=2,
+    )  # fmt: skip
+    pretrain(cfg)
+    pretrain(dataclasses.replace(cfg, stop_at=0, resume=True))
+    with safe_open(tmp_path / "run/vitt_best.safetensors", "pt") as f:
+        assert f.metadata()["step"] == "2"
 
 
 def test_dome_scenes_look_at_a_closed_end_with_exact_depth():
@@ -359,8 +382,10 @@ def test_validation_per_sequence_sees_a_scale_that_drifts_from_frame_to_frame():
         def __init__(self, drift):
             super().__init__()
             self.drift = drift
+            self.calls = []
 
         def forward(self, x, causal=False):
+            self.calls.append((x.shape[1], causal))
             grey = x[0, :, 0, 0, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
             idx = torch.round(grey * 255 / 40).long()
             d = torch.as_tensor(depth)[idx] * torch.as_tensor(self.drift)[idx].view(-1, 1, 1)
@@ -369,7 +394,10 @@ def test_validation_per_sequence_sees_a_scale_that_drifts_from_frame_to_frame():
     cfg = PretrainConfig(min_depth=lo, max_depth=hi)
     val = [{"kind": "lap", "rgb": rgb, "depth": depth}]
     steady = validate(Oracle([2.0] * 4), cfg, val, "cpu")
-    drifting = validate(Oracle([1.0, 1.3, 1.6, 2.0]), cfg, val, "cpu")
+    oracle = Oracle([1.0, 1.3, 1.6, 2.0])
+    drifting = validate(oracle, cfg, val, "cpu")
+    # per frame: each frame alone; per sequence: the whole sequence with causal attention (the node's engine)
+    assert oracle.calls == [(1, False)] * 4 + [(4, True)]
     assert steady["lap"] < 1e-3 and steady["lap/seq"] < 1e-3
     assert drifting["lap"] < 1e-3  # each frame's own scale is free per frame
     assert drifting["lap/seq"] > 0.1  # one scale for the sequence is not
