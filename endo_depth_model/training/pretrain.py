@@ -16,6 +16,7 @@ the Monodepth2-style depth conversion of the self-supervised stage.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,6 +92,10 @@ class PretrainConfig:
     max_minutes: float = 0.0  #: > 0: pause after this much training time (state saved)
     seed: int = 0  #: seed of initialisation, clip order and augmentation
     threads: int = 0  #: torch CPU threads (0: torch's default)
+    #: processes rendering the sequences not yet in ``out/data`` (1: in this process). The scenes are
+    #: deterministic by seed, so the data do not depend on it; on a many-core GPU machine it turns minutes
+    #: of rendering into seconds
+    render_workers: int = 1
     pose_steps: int = 0  #: > 0: also pretrain the pose network on ground-truth relative poses
     pose_batch: int = 4  #: frame pairs per pose step
     pose_lr: float = 3e-4  #: pose network peak learning rate
@@ -117,6 +122,8 @@ def check_config(cfg: PretrainConfig) -> None:
         )
     if not 1 <= cfg.clip <= cfg.frames:
         raise ValueError(f"clip {cfg.clip} must be 1..frames ({cfg.frames}): a clip comes from one sequence")
+    if cfg.render_workers < 1:
+        raise ValueError(f"render_workers must be >= 1, got {cfg.render_workers}")
     if cfg.schedule not in ("onecycle", "cosine"):
         raise ValueError(f"schedule {cfg.schedule!r} must be onecycle or cosine")
     if cfg.eval_every > 0:
@@ -430,6 +437,18 @@ def _scope_effects(rgb: np.ndarray, depth: np.ndarray, seed: int):
     return rgb, depth
 
 
+def _render_to_cache(job: tuple) -> str:
+    """Render one training sequence ``(kind, seed, frames, height, width, path)`` to ``path`` (written
+    under a temporary name first, so a file that exists is whole). Top level: worker processes run it."""
+    kind, seed, frames, height, width, path = job
+    path = Path(path)
+    data = render_sequence(kind, seed, frames, height, width)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **data)
+    tmp.replace(path)
+    return str(path)
+
+
 def render_dataset(cfg: PretrainConfig) -> list[dict]:
     """Render (or load from ``out/data``) the training sequences at the network input size."""
     from tqdm import tqdm
@@ -439,14 +458,27 @@ def render_dataset(cfg: PretrainConfig) -> list[dict]:
     jobs = [
         (kind, cfg.first_seed + _KIND_SEED[kind] + i) for kind, count in parse_mix(cfg) for i in range(count)
     ]
+
+    def path_of(kind: str, seed: int) -> Path:
+        return cache / f"{kind}_{seed}_{cfg.frames}_{cfg.input_height}x{cfg.input_width}_v2.npz"
+
+    missing = [(kind, seed) for kind, seed in jobs if not path_of(kind, seed).is_file()]
+    if missing and cfg.render_workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        args = [(kind, seed, cfg.frames, cfg.input_height, cfg.input_width, str(path_of(kind, seed)))
+                for kind, seed in missing]  # fmt: skip
+        ctx = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state in the workers
+        with ProcessPoolExecutor(max_workers=cfg.render_workers, mp_context=ctx) as pool:
+            done = pool.map(_render_to_cache, args)
+            for _ in tqdm(done, total=len(args), desc=f"render ({cfg.render_workers} processes)", unit="seq"):
+                pass
     seqs = []
     for kind, seed in tqdm(jobs, desc="render training sequences", unit="seq"):
-        path = cache / f"{kind}_{seed}_{cfg.frames}_{cfg.input_height}x{cfg.input_width}_v2.npz"
+        path = path_of(kind, seed)
         if not path.is_file():
-            data = render_sequence(kind, seed, cfg.frames, cfg.input_height, cfg.input_width)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **data)
-            tmp.replace(path)
+            _render_to_cache((kind, seed, cfg.frames, cfg.input_height, cfg.input_width, str(path)))
         with np.load(path) as data:
             seqs.append({k: data[k] for k in data.files} | {"kind": kind, "seed": seed})
     return seqs

@@ -401,3 +401,21 @@ def test_validation_per_sequence_sees_a_scale_that_drifts_from_frame_to_frame():
     assert steady["lap"] < 1e-3 and steady["lap/seq"] < 1e-3
     assert drifting["lap"] < 1e-3  # each frame's own scale is free per frame
     assert drifting["lap/seq"] > 0.1  # one scale for the sequence is not
+
+
+def test_rendering_in_worker_processes_gives_the_same_data(tmp_path):
+    from endo_depth_model.training.pretrain import render_dataset
+
+    cfg = PretrainConfig(
+        out=str(tmp_path / "one"), mix="lap:2,colon:1", frames=3, input_height=28, input_width=42
+    )
+    serial = render_dataset(cfg)
+    parallel = render_dataset(dataclasses.replace(cfg, out=str(tmp_path / "two"), render_workers=2))
+    assert [(s["kind"], s["seed"]) for s in serial] == [(s["kind"], s["seed"]) for s in parallel]
+    for a, b in zip(serial, parallel, strict=True):
+        assert set(a) == set(b)
+        for key in ("rgb", "depth"):
+            np.testing.assert_array_equal(a[key], b[key])
+    assert not list((tmp_path / "two/data").glob("*.tmp.npz"))  # every file whole, no leftovers
+    with pytest.raises(ValueError, match="render_workers"):
+        pretrain(dataclasses.replace(cfg, clip=2, render_workers=0))
