@@ -613,10 +613,12 @@ def validation_sequences(cfg: PretrainConfig, frames: int = 8) -> list[dict]:
 def _median_scaled_abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:
     """AbsRel of ``pred`` scaled by one median ratio to ``gt`` over pixels where both are valid (any
     shape: one frame, or a whole sequence for one scale); NaN with fewer than 10 such pixels."""
+    from endo_depth_model.metrics import median_scale
+
     ok = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
     if ok.sum() < 10:
         return float("nan")
-    p = pred[ok] * np.median(gt[ok]) / np.median(pred[ok])
+    p = pred[ok] * median_scale(gt[ok], pred[ok])
     return float(np.mean(np.abs(p - gt[ok]) / gt[ok]))
 
 
