@@ -70,6 +70,11 @@ class PretrainConfig:
     #: with random width and fall-off, low-frequency shading), gamma, exposure and white balance, the same
     #: for every frame of a clip (a light fixed to the scope). Teaches that dark is not necessarily far.
     photometric_aug: float = 0.0
+    #: strength of the surface-colour augmentation (0: off): soft blotches of random colour and darkness
+    #: (stains, blood, pale or dark patches) over the image, fixed for the clip, and a random hue rotation
+    #: and saturation change of the whole clip. Teaches that a dark spot is not a hole and pale tissue is
+    #: not near: the cues that fail on textures the simulator never draws.
+    albedo_aug: float = 0.0
     #: instrument albedo augmentation (0: off): in clips that show an instrument, its pixels' colour is
     #: scaled by one random factor in [exp(-A), exp(A)] for the whole clip (a darker or brighter tool), so
     #: the network cannot read a bright instrument as near and a dark one as far (the shipped model does:
@@ -291,6 +296,59 @@ def illumination_gain(rng: np.random.Generator, height: int, width: int, strengt
         "exposure": float(np.exp(rng.uniform(-0.4, 0.4) * s)),
         "channels": np.exp(rng.uniform(-0.1, 0.1, 3) * s).astype(np.float32),
     }
+
+
+def albedo_field(rng: np.random.Generator, height: int, width: int, strength: float) -> dict:
+    """Random surface colour for one clip (see ``PretrainConfig.albedo_aug``): ``gain`` (3, H, W), a
+    multiplicative field in linear light made of soft elliptic blotches, mostly darker (stains, blood),
+    some paler; ``hue`` (radians) and ``saturation`` (factor) for the whole clip. ``strength`` scales the
+    blotch count and darkness, the hue angle and the saturation range (0: identity)."""
+    import cv2
+
+    s = float(strength)
+    log_gain = np.zeros((3, height, width), np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    for _ in range(int(rng.poisson(20.0 * s))):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry = float(np.exp(rng.uniform(np.log(0.01), np.log(0.1)))) * height
+        rx = ry * rng.uniform(0.5, 2.0)
+        angle = rng.uniform(0, np.pi)
+        dy, dx = yy - cy, xx - cx
+        u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
+        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
+        blob = np.clip((1.0 - np.hypot(u, v)) / 0.3, 0.0, 1.0)  # flat core, soft rim
+        level = rng.uniform(-3.0, 0.8) * s  # log gain: mostly darker
+        tint = rng.uniform(-1.0, 1.0, 3) * s
+        log_gain += blob[None] * (level + tint - tint.mean())[:, None, None].astype(np.float32)
+    if s > 0:
+        log_gain = cv2.GaussianBlur(log_gain.transpose(1, 2, 0), (0, 0), 1.0).reshape(height, width, 3)
+        log_gain = log_gain.transpose(2, 0, 1)
+    return {
+        "gain": np.exp(log_gain).astype(np.float32),
+        "hue": float(rng.uniform(-1.0, 1.0) * np.pi / 3 * s),
+        "saturation": float(np.exp(rng.uniform(-0.8, 0.4) * s)),
+    }
+
+
+def apply_albedo(rgb, field: dict):
+    """``rgb`` (..., 3, H, W) float in [0, 1] (torch) with the surface colour of :func:`albedo_field`:
+    the gain in linear light, then the hue rotated about the grey axis and the saturation scaled around
+    each pixel's grey level; black stays black, the result stays in [0, 1]."""
+    import torch
+
+    gain = torch.as_tensor(field["gain"], device=rgb.device, dtype=rgb.dtype)
+    lin = (rgb.clamp(0, 1) ** 2.2 * gain).clamp(0, 1)
+    out = lin ** (1 / 2.2)
+    c, s_ = np.cos(field["hue"]), np.sin(field["hue"])
+    k = 1.0 / np.sqrt(3.0)
+    # Rodrigues rotation about the unit grey axis (1, 1, 1) / sqrt(3)
+    cross = np.array([[0, -k, k], [k, 0, -k], [-k, k, 0]])
+    rot = c * np.eye(3) + s_ * cross + (1 - c) * np.full((3, 3), k * k)
+    grey = np.full((3, 3), 1.0 / 3.0)
+    mat = grey + field["saturation"] * (rot - grey)  # rotation keeps grey; saturation scales the rest
+    m = torch.as_tensor(mat, device=rgb.device, dtype=rgb.dtype)
+    out = torch.einsum("ij,...jhw->...ihw", m, out)
+    return out.clamp(0, 1)
 
 
 def recolour_instruments(rgb, mask, rng: np.random.Generator, strength: float):
@@ -811,6 +869,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
             rgb, depth = rgb.flip(-1), depth.flip(-1)
         if sizes:
             rgb, depth = resize_clip(rgb, depth, sizes[int(rng.integers(len(sizes)))])
+        if cfg.albedo_aug > 0:
+            rgb = apply_albedo(rgb, albedo_field(rng, *rgb.shape[-2:], cfg.albedo_aug))
         if cfg.photometric_aug > 0:
             rgb = apply_illumination(rgb, illumination_gain(rng, *rgb.shape[-2:], cfg.photometric_aug))
         causal = cfg.causal_fraction > 0 and bool(rng.random() < cfg.causal_fraction)

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 
 from endo_depth_model.training.pretrain import (
     PretrainConfig,
+    albedo_field,
+    apply_albedo,
     apply_illumination,
     clip_log_loss,
     depth_log_loss,
@@ -164,6 +166,35 @@ def test_illumination_augmentation_varies_light_not_geometry():
     assert torch.allclose(ident, rgb, atol=1e-4)
 
 
+def test_albedo_augmentation_recolours_surfaces_not_geometry():
+    rgb = torch.rand(1, 3, 3, 48, 64)
+    rgb[..., :4] = 0.0  # scope border
+    fields = [albedo_field(np.random.default_rng(seed), 48, 64, 1.0) for seed in range(8)]
+    for f in fields:
+        out = apply_albedo(rgb, f)
+        assert out.shape == rgb.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+        assert torch.all(out[..., :4] == 0)  # black stays black
+        # one field for the whole clip: equal frames stay equal
+        same = apply_albedo(rgb[:, :1].expand(1, 3, 3, 48, 64), f)
+        assert torch.allclose(same[:, 0], same[:, 2])
+    # blotches: some clearly darker (stains, blood) and some paler, in a small part of the image
+    assert min(float(f["gain"].min()) for f in fields) < 0.3
+    assert max(float(f["gain"].max()) for f in fields) > 1.3
+    assert np.median([np.mean(np.abs(np.log(f["gain"])) < 0.05) for f in fields]) > 0.5
+    # the hue rotation and saturation scaling keep grey pixels grey, and change coloured ones
+    grey = torch.full((1, 3, 8, 8), 0.5)
+    flat = {"gain": np.ones((3, 8, 8), np.float32), "hue": 0.8, "saturation": 0.5}
+    assert torch.allclose(apply_albedo(grey, flat), grey, atol=1e-5)
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 0.8
+    assert (apply_albedo(red, flat) - red).abs().max() > 0.1
+    # deterministic by the RNG; strength 0 is the identity
+    again = albedo_field(np.random.default_rng(0), 48, 64, 1.0)
+    assert np.array_equal(again["gain"], fields[0]["gain"]) and again["hue"] == fields[0]["hue"]
+    ident = apply_albedo(rgb, albedo_field(np.random.default_rng(3), 48, 64, 0.0))
+    assert torch.allclose(ident, rgb, atol=1e-4)
+
+
 def test_mix_parsing():
     assert parse_mix(PretrainConfig(mix="lap:3, colon:2")) == [("lap", 3), ("colon", 2)]
     assert parse_mix(PretrainConfig(preset="source", sequences=4)) == [("source", 4)]
@@ -185,6 +216,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         temporal_weight=0.5,
         log_weight=0.5,
         photometric_aug=1.0,
+        albedo_aug=1.0,
         causal_fraction=0.75,
         schedule="cosine",
         device="cpu",
