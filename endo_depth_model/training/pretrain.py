@@ -125,6 +125,10 @@ def check_config(cfg: PretrainConfig) -> None:
         raise ValueError(
             f"instrument_albedo must be in [0, 3] (a factor of up to e^3), got {cfg.instrument_albedo}"
         )
+    for name in ("photometric_aug", "albedo_aug"):
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 2.0:
+            raise ValueError(f"{name} must be in [0, 2] (0: off, 1: the full ranges), got {value}")
     if not 1 <= cfg.clip <= cfg.frames:
         raise ValueError(f"clip {cfg.clip} must be 1..frames ({cfg.frames}): a clip comes from one sequence")
     if cfg.render_workers < 1:

@@ -185,9 +185,24 @@ def test_albedo_augmentation_recolours_surfaces_not_geometry():
     grey = torch.full((1, 3, 8, 8), 0.5)
     flat = {"gain": np.ones((3, 8, 8), np.float32), "hue": 0.8, "saturation": 0.5}
     assert torch.allclose(apply_albedo(grey, flat), grey, atol=1e-5)
-    red = torch.zeros(1, 3, 8, 8)
-    red[:, 0] = 0.8
-    assert (apply_albedo(red, flat) - red).abs().max() > 0.1
+    # hue alone (saturation 1) turns a colour's chroma (its part off the grey axis) by the angle, about the
+    # grey axis, keeping its length and its grey level
+    colour = torch.tensor([0.7, 0.3, 0.2]).view(1, 3, 1, 1)
+    turned = apply_albedo(colour, {"gain": np.ones((3, 1, 1), np.float32), "hue": 0.8, "saturation": 1.0})
+    c0 = (colour - colour.mean(1, keepdim=True)).flatten()
+    c1 = (turned - turned.mean(1, keepdim=True)).flatten()
+    assert torch.isclose(turned.mean(), colour.mean(), atol=1e-5)
+    assert torch.isclose(c1.norm(), c0.norm(), atol=1e-5)
+    angle = torch.atan2(torch.dot(torch.cross(c0, c1, dim=0), torch.ones(3) / 3**0.5), torch.dot(c0, c1))
+    assert abs(float(angle) - 0.8) < 1e-4
+    # saturation alone scales the chroma, keeps the hue
+    faded = apply_albedo(colour, {"gain": np.ones((3, 1, 1), np.float32), "hue": 0.0, "saturation": 0.5})
+    assert torch.allclose((faded - faded.mean(1, keepdim=True)).flatten(), 0.5 * c0, atol=1e-5)
+    for bad in (-0.1, 2.5):
+        with pytest.raises(ValueError, match="albedo_aug"):
+            pretrain(PretrainConfig(albedo_aug=bad))
+    with pytest.raises(ValueError, match="photometric_aug"):
+        pretrain(PretrainConfig(photometric_aug=-1.0))
     # deterministic by the RNG; strength 0 is the identity
     again = albedo_field(np.random.default_rng(0), 48, 64, 1.0)
     assert np.array_equal(again["gain"], fields[0]["gain"]) and again["hue"] == fields[0]["hue"]
