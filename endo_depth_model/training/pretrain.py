@@ -499,6 +499,22 @@ def _scope_effects(rgb: np.ndarray, depth: np.ndarray, seed: int):
     return rgb, depth
 
 
+def _die_with_parent() -> None:
+    """Initializer of the render worker processes: on Linux, ask the kernel to end this worker when the
+    process that started it dies, so a killed ``pretrain`` leaves no orphan renderers running (a worker
+    only reads jobs from its parent and writes whole files). Elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the request was in place
+        os._exit(1)
+
+
 def _render_to_cache(job: tuple) -> str:
     """Render one training sequence ``(kind, seed, frames, height, width, path)`` to ``path`` (written
     under a temporary name first, so a file that exists is whole). Top level: worker processes run it."""
@@ -532,7 +548,7 @@ def render_dataset(cfg: PretrainConfig) -> list[dict]:
         args = [(kind, seed, cfg.frames, cfg.input_height, cfg.input_width, str(path_of(kind, seed)))
                 for kind, seed in missing]  # fmt: skip
         ctx = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state in the workers
-        with ProcessPoolExecutor(max_workers=cfg.render_workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(cfg.render_workers, mp_context=ctx, initializer=_die_with_parent) as pool:
             done = pool.map(_render_to_cache, args)
             for _ in tqdm(done, total=len(args), desc=f"render ({cfg.render_workers} processes)", unit="seq"):
                 pass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -466,3 +468,66 @@ def test_rendering_in_worker_processes_gives_the_same_data(tmp_path):
     assert not list((tmp_path / "two/data").glob("*.tmp.npz"))  # every file whole, no leftovers
     with pytest.raises(ValueError, match="render_workers"):
         pretrain(dataclasses.replace(cfg, clip=2, render_workers=0))
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) != pid:  # fields after the command: state, ppid, ...
+            continue
+        try:
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:  # a pool worker, not multiprocessing's resource tracker
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_render_workers_end_with_a_killed_run(tmp_path):
+    """A ``pretrain`` killed while its worker processes render (``kill PID`` of the run only) must not
+    leave them rendering on as orphans."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = (
+        "from endo_depth_model.training.pretrain import PretrainConfig, render_dataset\n"
+        f"render_dataset(PretrainConfig(out={str(tmp_path)!r}, mix='lap:40', frames=24, render_workers=2))\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])  # this checkout, not an installed copy
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    run = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_children(run.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = _children(run.pid)
+        assert len(workers) >= 2, "the render workers never started"
+        time.sleep(3)  # past their initializer
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    deadline = time.monotonic() + 30
+    while (
+        any(Path(f"/proc/{w}").exists() and _state(w) != "Z" for w in workers) and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    alive = [w for w in workers if _state(w) != "Z"]  # gone, or a zombie: no longer rendering
+    for w in alive:  # do not leave them running if the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"render workers {alive} outlived their killed parent"
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc; "Z" (as a zombie) when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
