@@ -274,6 +274,11 @@ def main() -> int:
                 )
                 for k in keys
             }
+            # the mean TAE over sequences can be one sequence's blow-up (a per-sequence fit that puts some
+            # aligned depths near zero); the median says what a typical sequence does
+            summary[m]["tae_median"] = float(
+                np.nanmedian([np.nan if r["tae"] is None else r["tae"] for r in rows[m]])
+            )
         results["presets"][preset] = summary
         # each sequence's row too, so two models can be compared sequence by sequence
         results.setdefault("sequences", {})[preset] = {
@@ -334,6 +339,7 @@ def main() -> int:
         "per_seq_abs_rel",
         "per_seq_a1",
         "tae",
+        "tae_median",
         "range_ratio",
         "instrument_nearer",
         "edge_accuracy",
