@@ -277,6 +277,10 @@ def clip_log_loss(pred, target_depth, valid, min_depth: float, max_depth: float)
     )
 
 
+#: the augmentations' image <-> linear light conversion (an sRGB-like gamma; the simulator encodes with it)
+GAMMA = 2.2
+
+
 def illumination_gain(rng: np.random.Generator, height: int, width: int, strength: float) -> dict:
     """Random illumination for one clip (see ``PretrainConfig.photometric_aug``): a gain field (H, W)
     in (0, 1.x], a gamma, an exposure and per-channel gains. ``strength`` scales every range (0: identity)."""
@@ -325,7 +329,7 @@ def albedo_field(rng: np.random.Generator, height: int, width: int, strength: fl
         tint = rng.uniform(-1.0, 1.0, 3) * s
         log_gain += blob[None] * (level + tint - tint.mean())[:, None, None].astype(np.float32)
     if s > 0:
-        log_gain = cv2.GaussianBlur(log_gain.transpose(1, 2, 0), (0, 0), 1.0).reshape(height, width, 3)
+        log_gain = cv2.GaussianBlur(np.ascontiguousarray(log_gain.transpose(1, 2, 0)), (0, 0), 1.0)
         log_gain = log_gain.transpose(2, 0, 1)
     return {
         "gain": np.exp(log_gain).astype(np.float32),
@@ -341,8 +345,8 @@ def apply_albedo(rgb, field: dict):
     import torch
 
     gain = torch.as_tensor(field["gain"], device=rgb.device, dtype=rgb.dtype)
-    lin = (rgb.clamp(0, 1) ** 2.2 * gain).clamp(0, 1)
-    out = lin ** (1 / 2.2)
+    lin = (rgb.clamp(0, 1) ** GAMMA * gain).clamp(0, 1)
+    out = lin ** (1 / GAMMA)
     c, s_ = np.cos(field["hue"]), np.sin(field["hue"])
     k = 1.0 / np.sqrt(3.0)
     # Rodrigues rotation about the unit grey axis (1, 1, 1) / sqrt(3)
@@ -365,8 +369,8 @@ def recolour_instruments(rgb, mask, rng: np.random.Generator, strength: float):
     if not bool(m.any()):
         return rgb
     factor = float(np.exp(rng.uniform(-strength, strength)))
-    lin = rgb.clamp(0, 1) ** 2.2
-    scaled = (lin * factor).clamp(0, 1) ** (1 / 2.2)
+    lin = rgb.clamp(0, 1) ** GAMMA
+    scaled = (lin * factor).clamp(0, 1) ** (1 / GAMMA)
     return torch.where(m[None, :, None], scaled, rgb)
 
 
@@ -377,8 +381,8 @@ def apply_illumination(rgb, light: dict):
 
     gain = torch.as_tensor(light["gain"], device=rgb.device)
     ch = torch.as_tensor(light["channels"], device=rgb.device).view(3, 1, 1)
-    lin = rgb.clamp(0, 1) ** 2.2 * gain * ch * light["exposure"]
-    return (lin.clamp(0, 1) ** (light["gamma"] / 2.2)).clamp(0, 1)
+    lin = rgb.clamp(0, 1) ** GAMMA * gain * ch * light["exposure"]
+    return (lin.clamp(0, 1) ** (light["gamma"] / GAMMA)).clamp(0, 1)
 
 
 def temporal_gradient_loss(pred, target, valid, static_threshold: float = 0.05):

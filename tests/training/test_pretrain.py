@@ -470,14 +470,24 @@ def test_rendering_in_worker_processes_gives_the_same_data(tmp_path):
         pretrain(dataclasses.replace(cfg, clip=2, render_workers=0))
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command (state, ppid, ...); empty when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _state(pid: int) -> str:
+    """The process's state letter; "Z" (as a zombie) when it is gone."""
+    return (_stat(pid) or ["Z"])[0]
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) != pid:  # fields after the command: state, ppid, ...
+        fields = _stat(stat.parent.name)
+        if not fields or int(fields[1]) != pid:
             continue
         try:
             cmdline = (stat.parent / "cmdline").read_bytes()
@@ -515,19 +525,9 @@ def test_render_workers_end_with_a_killed_run(tmp_path):
         run.send_signal(signal.SIGKILL)
         run.wait()
     deadline = time.monotonic() + 30
-    while (
-        any(Path(f"/proc/{w}").exists() and _state(w) != "Z" for w in workers) and time.monotonic() < deadline
-    ):
+    while any(_state(w) != "Z" for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     alive = [w for w in workers if _state(w) != "Z"]  # gone, or a zombie: no longer rendering
     for w in alive:  # do not leave them running if the test fails
         os.kill(w, signal.SIGKILL)
     assert not alive, f"render workers {alive} outlived their killed parent"
-
-
-def _state(pid: int) -> str:
-    """The process's state letter from /proc; "Z" (as a zombie) when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
