@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from endo_depth_model import geometry
+from endo_depth_model.preprocess import gaussian_blur
 
 __all__ = [
     "LossError",
@@ -229,15 +230,6 @@ def min_reprojection_loss(
     return best.mean((1, 2, 3)), mask
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(N, 1, H, W) blurred by a separable Gaussian of ``sigma`` pixels (replicate padding)."""
-    r = max(1, int(round(2.5 * sigma)))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
-    k = k / k.sum()
-    x = F.pad(x, (r, r, r, r), mode="replicate")
-    return F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-
-
 def _log_relative(d: torch.Tensor) -> torch.Tensor:
     """log of (N, 1, H, W) positive maps over their per-map median (floored at 1e-3 of it)."""
     med = d.flatten(1).median(1).values.clamp_min(1e-12).view(-1, 1, 1, 1)
@@ -259,7 +251,7 @@ def detail_anchor_loss(disparity: torch.Tensor, base_disparity: torch.Tensor, si
     if not sigma > 0:
         raise LossError(f"the anchor's blur sigma must be > 0, got {sigma}")
     r = _log_relative(disparity) - _log_relative(base_disparity.detach())
-    return (r - _blur(r, sigma)).abs().mean((1, 2, 3))
+    return (r - gaussian_blur(r, sigma)).abs().mean((1, 2, 3))
 
 
 def smoothness_loss(disparity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
