@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from endo_depth_model import geometry
-from endo_depth_model.preprocess import gaussian_blur
 
 __all__ = [
     "LossError",
@@ -27,7 +26,6 @@ __all__ = [
     "warp_image",
     "min_reprojection_loss",
     "smoothness_loss",
-    "detail_anchor_loss",
     "projection_loss",
     "SelfSupervisedLoss",
 ]
@@ -228,30 +226,6 @@ def min_reprojection_loss(
         best, _ = reproj.min(1, keepdim=True)
         mask = torch.ones_like(best)
     return best.mean((1, 2, 3)), mask
-
-
-def _log_relative(d: torch.Tensor) -> torch.Tensor:
-    """log of (N, 1, H, W) positive maps over their per-map median (floored at 1e-3 of it)."""
-    med = d.flatten(1).median(1).values.clamp_min(1e-12).view(-1, 1, 1, 1)
-    return torch.log((d / med).clamp_min(1e-3))
-
-
-def detail_anchor_loss(disparity: torch.Tensor, base_disparity: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Mean absolute high-pass difference of log disparity from the base model's, one value per sample.
-
-    The difference of the two (B, 1, H, W) log disparities minus its Gaussian blur (``sigma`` pixels) is
-    what is penalised. A smooth factor on the disparity (the coarse layout self-supervised fine-tuning
-    corrects, and any scale) costs nothing; changes finer than the blur (edges, instruments, a
-    patch-period grid) cost their relative size. The base disparity carries no gradient.
-    """
-    if disparity.dim() == 3:
-        disparity, base_disparity = disparity[:, None], base_disparity[:, None]
-    if disparity.shape != base_disparity.shape:
-        raise LossError(f"disparity {tuple(disparity.shape)} and base {tuple(base_disparity.shape)} differ")
-    if not sigma > 0:
-        raise LossError(f"the anchor's blur sigma must be > 0, got {sigma}")
-    r = _log_relative(disparity) - _log_relative(base_disparity.detach())
-    return (r - gaussian_blur(r, sigma)).abs().mean((1, 2, 3))
 
 
 def smoothness_loss(disparity: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,18 @@ class ScaleEstimator:
         return ScaleState("kinematic", meas / pred, True, n)
 
 
+def _gaussian_blur(x, sigma: float):
+    """(1, 1, h, w) torch image blurred by a separable Gaussian of ``sigma`` pixels (reflect padding)."""
+    import torch
+
+    r = max(1, int(round(2.5 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.sum()
+    x = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1))
+
+
 def scale_motion(T: np.ndarray, k: float) -> np.ndarray:
     """The rigid motion ``T`` (4, 4) scaled by ``k``: rotation angle and translation times ``k``."""
     import torch
@@ -130,7 +142,6 @@ def _grey_warps(prev, cur, depth: np.ndarray, known: np.ndarray, K: np.ndarray, 
     import torch
 
     from endo_depth_model import geometry
-    from endo_depth_model.preprocess import gaussian_blur
 
     h, w = depth.shape
     d = torch.from_numpy(np.where(known, depth, 1.0).astype(np.float32))[None, None]
@@ -138,7 +149,7 @@ def _grey_warps(prev, cur, depth: np.ndarray, known: np.ndarray, K: np.ndarray, 
     grey = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(1, 3, 1, 1)
     g_prev, g_cur = (prev.float() * grey).sum(1, keepdim=True), (cur.float() * grey).sum(1, keepdim=True)
     if blur > 0:  # sensor noise would otherwise dominate the errors where the motion is small
-        g_prev, g_cur = gaussian_blur(g_prev, blur), gaussian_blur(g_cur, blur)
+        g_prev, g_cur = _gaussian_blur(g_prev, blur), _gaussian_blur(g_cur, blur)
     points = geometry.backproject(d, Kt)
     warps = []
     for T in motions:

@@ -25,7 +25,6 @@ __all__ = [
     "work_size",
     "shrink_rgb",
     "upsample_depth",
-    "gaussian_blur",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -245,12 +244,3 @@ def output_to_depth(output, metric: bool, min_depth: float, max_depth: float):
     if metric:
         return output
     return disparity_to_depth(output, min_depth, max_depth)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(N, 1, H, W) blurred by a separable Gaussian of ``sigma`` pixels (radius 2.5 sigma, reflect pad)."""
-    r = max(1, int(round(2.5 * sigma)))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
-    k = k / k.sum()
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    return F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))

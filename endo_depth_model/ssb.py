@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,6 @@ __all__ = [
     "GROUP_PATTERNS",
     "apply_ssb",
     "set_trainable_groups",
-    "adapters_bypassed",
     "ssb_layers",
     "save_adapter",
     "load_adapter",
@@ -211,26 +209,6 @@ def apply_ssb(
         raise ValueError(f"no layers found for SSB group(s) {sorted(missing)}")
     set_trainable_groups(model, spatial="spatial" in found, temporal="temporal" in found)
     return model
-
-
-@contextmanager
-def adapters_bypassed(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` as its base model inside the ``with`` block: every SSB layer skips its vectors.
-
-    Unlike peft's ``enable_adapters(False)``, which vectors are trainable is left as it is (peft's
-    re-enabling marks every active adapter trainable, which would undo the group alternation).
-    """
-    layers = [layer for _, _, layer in ssb_layers(model)]
-    if any(layer.merged for layer in layers):
-        raise ValueError("cannot bypass merged SSB layers (their vectors are folded into the weights)")
-    saved = [layer._disable_adapters for layer in layers]
-    try:
-        for layer in layers:
-            layer._disable_adapters = True
-        yield model
-    finally:
-        for layer, flag in zip(layers, saved, strict=True):
-            layer._disable_adapters = flag
 
 
 def set_trainable_groups(model: nn.Module, spatial: bool, temporal: bool) -> None:

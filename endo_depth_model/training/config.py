@@ -91,21 +91,12 @@ class LossConfig:
     automask: bool = True
     min_reprojection: bool = True
     scales: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  #: disparity scales (1 / 2**s)
-    #: detail anchor (not in EndoDAV; 0 = off): weight of the high-pass difference between the adapted and
-    #: the base model's normalised disparity (``losses.detail_anchor_loss``), which keeps the base model's
-    #: edges and instruments while the photometric loss corrects the coarse layout
-    anchor: float = 0.0
-    #: the anchor's Gaussian blur as a fraction of the image width (1/35: 8 pixels at 280, about half a
-    #: ViT patch period above the 14-pixel grid, so the grid and edges are "detail")
-    anchor_sigma: float = 1 / 35
 
     def validate(self) -> None:
         if not 0 <= self.ssim <= 1:
             raise ConfigError(f"loss.ssim must be in [0, 1], got {self.ssim}")
-        if self.smoothness < 0 or self.projection < 0 or self.anchor < 0:
-            raise ConfigError("loss.smoothness, loss.projection and loss.anchor must be >= 0")
-        if not 0 < self.anchor_sigma <= 0.5:
-            raise ConfigError(f"loss.anchor_sigma must be in (0, 0.5] of the width, got {self.anchor_sigma}")
+        if self.smoothness < 0 or self.projection < 0:
+            raise ConfigError("loss.smoothness and loss.projection must be >= 0")
         if (
             not self.scales
             or any(s < 0 or s > 5 for s in self.scales)

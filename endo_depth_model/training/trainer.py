@@ -53,7 +53,7 @@ from endo_depth_model.loading import (
     load_checkpoint_weights,
     load_pose_model,
 )
-from endo_depth_model.losses import SelfSupervisedLoss, detail_anchor_loss
+from endo_depth_model.losses import SelfSupervisedLoss
 from endo_depth_model.training.clips import (
     AugmentedClips,
     ClipOrder,
@@ -81,7 +81,7 @@ __all__ = [
 STATE_FILE = "trainer_state.pt"
 TRAIN_LOG = "train_log.csv"
 VAL_LOG = "val_log.csv"
-LOG_TERMS = ("loss", "photometric", "smoothness", "projection", "anchor", "automask")
+LOG_TERMS = ("loss", "photometric", "smoothness", "projection", "automask")
 
 
 # ---- the model under training -----------------------------------------------------------------------
@@ -107,14 +107,10 @@ class TrainingModule(nn.Module):
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
         causal: bool = False,
-        anchor: float = 0.0,
-        anchor_sigma: float = 1 / 35,
     ):
         super().__init__()
         self.depth_model = depth_model
         self.causal = causal
-        self.anchor_weight = anchor
-        self.anchor_sigma = anchor_sigma
         self.pose_net = pose_net
         self.loss = loss
         self.scales = list(scales)
@@ -153,16 +149,7 @@ class TrainingModule(nn.Module):
         t = n - 2
         if t < 1:
             raise TrainError(f"a clip needs at least 3 frames (clip + 2 neighbours), got {n}")
-        net_in = (frames_net[:, 1:-1] - self.mean) / self.std
-        disparity = self.depth_model(net_in, causal=self.causal)
-        anchor = None
-        if self.anchor_weight > 0:
-            from endo_depth_model import ssb
-
-            with torch.no_grad(), ssb.adapters_bypassed(self.depth_model):
-                base = self.depth_model(net_in, causal=self.causal)
-            sigma = self.anchor_sigma * disparity.shape[-1]
-            anchor = detail_anchor_loss(disparity.flatten(0, 1)[:, None], base.flatten(0, 1)[:, None], sigma)
+        disparity = self.depth_model((frames_net[:, 1:-1] - self.mean) / self.std, causal=self.causal)
         poses = self.relative_poses(frames_net)  # (B, T+1, 4, 4)
         T_next = poses[:, 1:].flatten(0, 1)  # clip frame i -> i+1
         T_prev = geometry.invert_pose(poses[:, :-1]).flatten(0, 1)  # clip frame i -> i-1
@@ -197,10 +184,7 @@ class TrainingModule(nn.Module):
                 target, neighbours, depth, disp_s, K_bt, {-1: T_prev, 1: T_next}, nd, projection, 1.0 / 2**s
             )
             for key in LOG_TERMS:
-                if key in out:
-                    terms[key] = terms.get(key, 0) + out[key] / len(self.scales)
-        terms["anchor"] = torch.zeros_like(terms["loss"]) if anchor is None else anchor
-        terms["loss"] = terms["loss"] + self.anchor_weight * terms["anchor"]
+                terms[key] = terms.get(key, 0) + out[key] / len(self.scales)
         result = {key: value.unflatten(0, (b, t)).mean(1) for key, value in terms.items()}
         if depth_full is None:
             depth_full = self.to_depth(disp_full)
@@ -399,8 +383,7 @@ class Trainer:
         if not self.ssb_params:
             raise TrainError("the depth model has no SSB parameters after apply_ssb")
         self.report = ssb.parameter_report(depth_model)
-        module_only = ("scales", "anchor", "anchor_sigma")
-        weights = {k: v for k, v in to_dict(cfg.loss).items() if k not in module_only}
+        weights = {k: v for k, v in to_dict(cfg.loss).items() if k != "scales"}
         # EndoDAV's mask threshold 1e-3 mm is 1 % of its min_depth (0.1 mm): keep that ratio in any unit
         loss = SelfSupervisedLoss(**weights, projection_min_depth=0.01 * cfg.model.min_depth)
         self.module = TrainingModule(
@@ -413,8 +396,6 @@ class Trainer:
             tuple(IMAGENET_MEAN),
             tuple(IMAGENET_STD),
             causal=cfg.model.causal,
-            anchor=cfg.loss.anchor,
-            anchor_sigma=cfg.loss.anchor_sigma,
         ).to(device)
         pose_params = list(self.module.pose_net.parameters())
         self.optimizer = torch.optim.Adam(

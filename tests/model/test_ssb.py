@@ -95,25 +95,6 @@ def test_only_the_trainable_group_receives_gradients(adapted, frames):
     assert all(g is None for n, g in grads.items() if not (".lora_ssb_" in n and n.startswith("pretrained.")))
 
 
-def test_bypassed_adapters_give_the_base_output_and_keep_the_trainable_group(tiny_model, adapted, frames):
-    randomise_vectors(adapted, spread=0.3)
-    ssb.set_trainable_groups(adapted, spatial=False, temporal=True)
-    flags = {n: p.requires_grad for n, p in adapted.named_parameters()}
-    adapted_out = run(adapted, frames)
-    base_out = run(tiny_model, frames)
-    assert not torch.allclose(adapted_out, base_out, atol=1e-4)
-    with ssb.adapters_bypassed(adapted):
-        assert torch.allclose(run(adapted, frames), base_out, atol=1e-6)
-    assert torch.equal(run(adapted, frames), adapted_out)
-    assert flags == {n: p.requires_grad for n, p in adapted.named_parameters()}
-    with pytest.raises(RuntimeError), ssb.adapters_bypassed(adapted):  # restored after an error too
-        raise RuntimeError("inside")
-    assert torch.equal(run(adapted, frames), adapted_out)
-    next(ssb.ssb_layers(adapted))[2].merge()  # a layer with its vectors folded in cannot be bypassed
-    with pytest.raises(ValueError, match="merged"), ssb.adapters_bypassed(adapted):
-        pass
-
-
 def test_single_group_and_missing_group_errors(tiny_model):
     model = ssb.apply_ssb(copy.deepcopy(tiny_model), groups=("temporal",))
     assert {g for _, g, _ in ssb.ssb_layers(model)} == {"temporal"}
