@@ -196,8 +196,9 @@ def test_photometric_kinematic_scale_follows_the_depth_not_the_pose_network():
     state, truth, kept = r["state"], r["truth"], r["kept"]
     assert r["kept_without_motion"] == 0  # no T_measured: no pair kept
     assert kept >= 8 and state.is_metric
-    # measured with the shipped model (pretrained_v17) on seeds 0-3: 0.98, 1.02, 1.13, 1.00
-    # (benchmarks/results/kinematic_scale_v17s14.json, `benchmarks/kinematic_scale.py` on those seeds;
+    # measured with the shipped model (pretrained_v20) on seeds 0-3: 0.96, 1.02, 1.12, 1.00
+    # (benchmarks/results/kinematic_scale_v20s16.json, `benchmarks/kinematic_scale.py` on those seeds;
+    # pretrained_v17: 0.98, 1.02, 1.13, 1.00;
     # pretrained_v11: 0.99, 1.01, 1.14, 1.01; pretrained_v10: 0.96, 1.01, 1.13, 1.00;
     # pretrained_v9b: 0.96, 1.01, 1.11, 1.00; pretrained_v7: 0.85,
     # 1.01, 1.18, 1.03; the first model: 1.27, 1.25, 1.52, 1.23); forward motion in an open tube is the weak

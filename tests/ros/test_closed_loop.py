@@ -297,10 +297,11 @@ def test_closed_loop_launch_starts_the_three_installed_nodes_and_uses_its_argume
 # ---- the loop over real DDS ------------------------------------------------------------------------
 
 # Measured with this test's settings (`endo-depth loop --duration 5 --height 72 --width 96 --margin-mm 5`:
-# seed 1, shipped model (pretrained_v17 since session 14) at 56x70, photometric kinematic scale over 30
+# seed 1, shipped model (pretrained_v20 since session 16) at 56x70, photometric kinematic scale over 30
 # pairs), seeds 0-5 on 2 shared cores: kinematic scale / truth at the end (median over the last 2 s) with the
-# default temporal_filter 1.10, 1.19, 1.08, 0.91, 1.01, 1.07 (benchmarks/results/closed_loop_v17s14.json; the
-# margin kept on every seed). pretrained_v11: 1.45, 1.07, 1.11, 0.94, 1.07, 1.03 (closed_loop_v11s13.json).
+# default temporal_filter 1.19, 1.10, 1.14, 0.99, 1.03, 1.08 (benchmarks/results/closed_loop_v20s16.json; the
+# margin kept on every seed). pretrained_v17: 1.10, 1.19, 1.08, 0.91, 1.01, 1.07 (closed_loop_v17s14.json).
+# pretrained_v11: 1.45, 1.07, 1.11, 0.94, 1.07, 1.03 (closed_loop_v11s13.json).
 # pretrained_v10: 1.35, 1.24, 1.18, 0.96, 1.04, 1.12 (closed_loop_v10f.json; after
 # the session-12 engine changes 1.35, 1.10, 1.09, 0.96, 1.08, 1.09, closed_loop_v10s12.json; without the
 # filter 1.29, 1.18, 1.17, 0.94, 1.06, 1.11, closed_loop_v10.json; pretrained_v9b: 1.84, 1.03, 1.20, 1.06,
