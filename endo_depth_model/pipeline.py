@@ -114,16 +114,16 @@ class PipelineConfig:
     # intrinsics): the pose network's step is the start of a Gauss-Newton alignment of the current frame,
     # warped through the previous frame's depth, to the previous frame (so it runs in the pose thread,
     # beside the depth network); the translation then shares the depth's unit. On the held-out moving
-    # sequences it lowers the mean snippet ATE from 0.349 to 0.238 mm with the zero-motion test below
-    # (docs/BENCHMARKS.md); about 6 ms per frame on one CPU thread.
+    # sequences it lowers the mean snippet ATE from 0.349 to 0.230 mm with the zero-motion test below
+    # (pretrained_v20, benchmarks/results/static_scope_v20s16.json); about 6 ms per frame on one CPU thread.
     pose_refine: bool = True
     # zero-motion test (endo_depth_model.odometry.zero_motion_errors, needs the intrinsics): when the
     # previous frame unmoved explains the current one about as well as the previous frame warped by the
     # (refined) step (median photometric error unmoved <= static_ratio x moved), the step is the identity:
     # a scope held still stays still while tissue and instruments move. 0 turns it off. With
     # pose_refine the step is the photometric optimum, so a motion must win by a margin: 1.15 (the still
-    # EndoNeRF scope travels 0.6 % of the depth and turns 0.27 deg); without pose_refine 0.85 was measured
-    # best (docs/BENCHMARKS.md)
+    # EndoNeRF scope travels 0.6 % of the depth and turns 0.29 deg with pretrained_v20); without
+    # pose_refine 0.85 was measured best (docs/BENCHMARKS.md)
     static_ratio: float = 1.15
     # depth that holds still where the image holds still (endo_depth_model.temporal_filter): each pixel's
     # depth is averaged with the frames before while its image does not change, taken as it is where it
