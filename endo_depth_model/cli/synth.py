@@ -21,6 +21,8 @@ FORMATS = ("folder", "mp4", "mcap", "sqlite3")
 
 
 def register(subparsers) -> None:
+    from endo_depth_model.data.laparoscopy import LAPAROSCOPY_PRESETS
+
     p = subparsers.add_parser(
         "synth",
         help="render a synthetic endoscopy sequence with exact depth and poses",
@@ -31,9 +33,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--preset",
         default="target",
-        choices=("source", "target", "colon", "lap", "lap_unseen"),
+        choices=("source", "target", "colon", *LAPAROSCOPY_PRESETS),
         help="scene: source/target tube presets, colon (randomised lumen), lap (randomised laparoscopy with "
-        "instruments; per seed), lap_unseen (held-out textures and lighting)",
+        "instruments; per seed), lap_unseen (held-out textures and lighting), lap_near (lap with large "
+        "organs close to the scope; training only)",
     )
     p.add_argument("--config", type=Path, help="YAML SimulatorConfig (replaces the preset)")
     p.add_argument("--seed", type=int, help="random seed (default: preset/config value)")
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from endo_depth_model.config import ConfigError, load_yaml, to_dict
     from endo_depth_model.data.folder import FolderWriter
+    from endo_depth_model.data.laparoscopy import LAPAROSCOPY_PRESETS
     from endo_depth_model.data.rosbag import RosbagWriter
     from endo_depth_model.data.sequence import DataError
     from endo_depth_model.data.simulator import (
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from endo_depth_model.data.video import VideoWriter
 
-    if args.preset in ("lap", "lap_unseen") and not args.config:
+    if args.preset in LAPAROSCOPY_PRESETS and not args.config:
         return _run_laparoscopy(args)
     try:
         if args.config:
@@ -189,8 +193,8 @@ def _frame_overrides(args: argparse.Namespace) -> dict:
 
 
 def _run_laparoscopy(args: argparse.Namespace) -> int:
-    """``--preset lap`` / ``lap_unseen``: the laparoscopy simulator into a folder (rgb, depth, poses,
-    K and ``instruments/`` masks as 8-bit PNGs, 255 = instrument) and/or an MP4."""
+    """``--preset lap`` / ``lap_unseen`` / ``lap_near``: the laparoscopy simulator into a folder (rgb, depth,
+    poses, K and ``instruments/`` masks as 8-bit PNGs, 255 = instrument) and/or an MP4."""
     import time
 
     import cv2

@@ -42,8 +42,13 @@ __all__ = [
     "ORGAN_PALETTES",
     "UNSEEN_PALETTES",
     "fov_border_mask",
+    "LAPAROSCOPY_PRESETS",
     "laparoscopy_preset",
 ]
+
+#: the laparoscopy presets: ``lap`` (training and held-out evaluation, by seed), ``lap_unseen`` (held-out
+#: only), ``lap_near`` (training only)
+LAPAROSCOPY_PRESETS = ("lap", "lap_unseen", "lap_near")
 
 # Linear-RGB albedos (base, secondary) of tissue kinds. Training draws from ORGAN_PALETTES; the
 # held-out "unseen" preset draws only from UNSEEN_PALETTES, never used in training.
@@ -74,6 +79,10 @@ class LaparoscopyConfig:
     fov_deg: float = 75.0
     wall_mm: float = 110.0
     organs: int = 5
+    #: large organs (lobes 35-80 mm across, rising 55-80 % of the way from the back wall) placed where the
+    #: scope's resting optical axis meets the wall, so they fill much of the view at close range; 0 in the
+    #: ``lap`` and ``lap_unseen`` presets, 1-2 in the training-only ``lap_near``
+    near_organs: int = 0
     bowel_loops: int = 2
     instruments: int = 2
     palettes: tuple[str, ...] = tuple(ORGAN_PALETTES)
@@ -113,6 +122,7 @@ class LaparoscopyConfig:
             (self.motion in ("handheld", "ecm"), f"motion={self.motion!r}: handheld or ecm"),
             (40.0 <= self.wall_mm <= 300.0, f"wall_mm={self.wall_mm} must be in [40, 300]"),
             (0 <= self.instruments <= 3, f"instruments={self.instruments} must be in [0, 3]"),
+            (0 <= self.near_organs <= 3, f"near_organs={self.near_organs} must be in [0, 3]"),
             (0 <= self.tilt_deg <= 50, f"tilt_deg={self.tilt_deg} must be in [0, 50]"),
             (len(self.palettes) > 0, "palettes must name at least one tissue kind"),
         ]
@@ -128,14 +138,19 @@ def laparoscopy_preset(name: str, seed: int, **overrides) -> LaparoscopyConfig:
 
     ``lap``: domain-randomised training/evaluation scenes (palettes of :data:`ORGAN_PALETTES`);
     ``lap_unseen``: held-out textures and lighting (palettes of :data:`UNSEEN_PALETTES`, a cool white
-    balance, a narrow spot and strong falloff) that training never draws.
+    balance, a narrow spot and strong falloff) that training never draws;
+    ``lap_near`` (training only): ``lap``'s scene for the same seed plus one or two large organs in the
+    middle of the view at close range (``near_organs``), the kind of view the held-out ``lap`` sequences
+    get most wrong.
     """
     rng = np.random.default_rng([seed, 7919])
     unseen = name == "lap_unseen"
-    if name not in ("lap", "lap_unseen"):
+    if name not in LAPAROSCOPY_PRESETS:
         from .simulator import SimulatorConfigError
 
-        raise SimulatorConfigError(f"unknown laparoscopy preset {name!r}; known: lap, lap_unseen")
+        raise SimulatorConfigError(
+            f"unknown laparoscopy preset {name!r}; known: {', '.join(LAPAROSCOPY_PRESETS)}"
+        )
     cfg = LaparoscopyConfig(
         seed=seed,
         fov_deg=float(rng.uniform(60, 90)),
@@ -164,6 +179,8 @@ def laparoscopy_preset(name: str, seed: int, **overrides) -> LaparoscopyConfig:
         motion=str(rng.choice(["handheld", "ecm"])),
         tilt_deg=float(rng.uniform(10, 45)),
     )
+    if name == "lap_near":
+        cfg = replace(cfg, near_organs=int(np.random.default_rng([seed, 4243]).integers(1, 3)))
     cfg = replace(cfg, **overrides)
     cfg.validate()
     return cfg
@@ -214,7 +231,13 @@ def fov_border_mask(height: int, width: int, kind: str, radius: float) -> np.nda
 class _Surface:
     """The tissue height field ``s(x, y)`` (mm) with albedo, tabulated on a regular grid."""
 
-    def __init__(self, cfg: LaparoscopyConfig, extent_mm: float, rng: np.random.Generator):
+    def __init__(
+        self,
+        cfg: LaparoscopyConfig,
+        extent_mm: float,
+        rng: np.random.Generator,
+        aim_xy: tuple[float, float] = (0.0, 0.0),
+    ):
         self.res = cfg.grid_mm
         n = int(round(2 * extent_mm / self.res)) + 1
         self.x0 = -extent_mm
@@ -272,6 +295,22 @@ class _Surface:
             closer = top < s
             s = np.where(closer, top, s)
             kinds.append(str(rng.choice([p for p in palettes if p != "liver"] or palettes)))
+            kind[closer] = len(kinds) - 1
+        # near organs: drawn from their own stream so that every other part of a seed's scene stays lap's
+        near_rng = np.random.default_rng([cfg.seed, 5531])
+        for _ in range(cfg.near_organs):
+            cx, cy = np.asarray(aim_xy) + near_rng.uniform(-25, 25, 2)
+            a, b = near_rng.uniform(35, 80, 2)
+            rot = near_rng.uniform(0, np.pi)
+            h = near_rng.uniform(0.55, 0.8) * cfg.wall_mm
+            xr = (xx - cx) * math.cos(rot) + (yy - cy) * math.sin(rot)
+            yr = -(xx - cx) * math.sin(rot) + (yy - cy) * math.cos(rot)
+            q = 1.0 - (xr / a) ** 2 - (yr / b) ** 2
+            lobe = np.where(q > 0, h * np.sqrt(np.clip(q, 0, 1)) ** near_rng.uniform(0.4, 0.9), -np.inf)
+            top = cfg.wall_mm - lobe + 2.0 * _value_noise((n, n), 12 * cells_per_mm, near_rng)
+            closer = top < s
+            s = np.where(closer, top, s)
+            kinds.append(str(near_rng.choice(palettes)))
             kind[closer] = len(kinds) - 1
         self.s = s.astype(np.float32)
         gy, gx = np.gradient(self.s, self.res)
@@ -422,7 +461,16 @@ class LaparoscopySimulator:
         half_diag = math.degrees(math.atan(math.tan(math.radians(cfg.fov_deg / 2)) * 1.25))
         reach = math.radians(min(cfg.tilt_deg + half_diag + 8.0, 72.0))
         extent = 1.1 * cfg.wall_mm * math.tan(reach) + 40.0
-        self.surface = _Surface(replace(cfg, grid_mm=max(cfg.grid_mm, 2 * extent / 1600)), extent, rng)
+        # lap_near aims its near organs where the scope's resting optical axis meets the back wall: the
+        # azimuth of the scope's tilt is then drawn here, from a stream of its own, and not in _trajectory
+        self._azimuth = None
+        aim = (0.0, 0.0)
+        if cfg.near_organs:
+            self._azimuth = float(np.random.default_rng([cfg.seed, 6007]).uniform(0, 2 * np.pi))
+            axis = self._base_rotation(self._azimuth) @ np.array([0.0, 0.0, 1.0])
+            aim = (cfg.wall_mm * axis[0] / axis[2], cfg.wall_mm * axis[1] / axis[2])
+        grid = replace(cfg, grid_mm=max(cfg.grid_mm, 2 * extent / 1600))
+        self.surface = _Surface(grid, extent, rng, aim)
         self.poses_mm = self._trajectory(rng)
         self.instruments = [self._instrument(rng, i) for i in range(cfg.instruments)]
         h, w = cfg.height, cfg.width
@@ -437,6 +485,11 @@ class LaparoscopySimulator:
         self._post_seed = int(rng.integers(1 << 31))
 
     # -- scene set-up --
+    def _base_rotation(self, azimuth: float) -> np.ndarray:
+        """The scope's resting orientation: tilted by ``tilt_deg`` towards ``azimuth``."""
+        tilt = math.radians(self.config.tilt_deg)
+        return _rotation(tilt * math.cos(azimuth), tilt * math.sin(azimuth), 0.0)
+
     def _trajectory(self, rng: np.random.Generator) -> np.ndarray:
         """Hand-held: slow pan and zoom with static spells; ECM: piecewise smooth moves with holds."""
         cfg = self.config
@@ -464,6 +517,8 @@ class LaparoscopySimulator:
             e = 0.5 - 0.5 * np.cos(np.pi * f)
             smooth = vals[idx] * (1 - e[:, None]) + vals[idx + 1] * e[:, None]
         azimuth = rng.uniform(0, 2 * np.pi)
+        if self._azimuth is not None:
+            azimuth = self._azimuth
         tilt = math.radians(cfg.tilt_deg)
         base_pitch, base_yaw = tilt * math.sin(azimuth), tilt * math.cos(azimuth)
         poses = np.zeros((n, 4, 4))

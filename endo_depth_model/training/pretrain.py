@@ -34,7 +34,7 @@ class PretrainConfig:
     first_seed: int = 1000  #: seed of the first training sequence (held-out seeds never overlap)
     #: scene mixture, e.g. ``lap:40,colon:20,source:8`` (kind:sequences); empty: ``sequences`` of ``preset``.
     #: Kinds: source, target (fixed tube presets), colon (randomised lumen), lap (randomised laparoscopy),
-    #: dome (a tube closed by a dome)
+    #: dome (a tube closed by a dome), lap_near (laparoscopy with large organs close to the scope)
     mix: str = ""
     input_height: int = 224  #: network input height (pixels)
     input_width: int = 280  #: network input width (pixels)
@@ -409,9 +409,9 @@ def temporal_gradient_loss(pred, target, valid, static_threshold: float = 0.05):
 # ---- data ----------------------------------------------------------------------------------------
 
 #: seed offsets per scene kind, so that sequences of different kinds never share a seed
-_KIND_SEED = {"source": 0, "target": 0, "colon": 20_000, "lap": 40_000, "dome": 60_000}
+_KIND_SEED = {"source": 0, "target": 0, "colon": 20_000, "lap": 40_000, "dome": 60_000, "lap_near": 80_000}
 #: the scene kinds a training mixture can name
-KINDS = ("source", "target", "colon", "lap", "dome")
+KINDS = ("source", "target", "colon", "lap", "dome", "lap_near")
 
 
 def parse_mix(cfg: PretrainConfig) -> list[tuple[str, int]]:
@@ -431,10 +431,14 @@ def render_sequence(kind: str, seed: int, frames: int, height: int, width: int) 
     """One sequence of a scene kind (the training kinds, and ``lap_unseen`` for evaluation): rgb
     (N, H, W, 3) uint8, depth (N, H, W) float32 metres (NaN outside the field of view), poses (N, 4, 4),
     K (3, 3), and for laparoscopy the instrument masks."""
-    from endo_depth_model.data.laparoscopy import LaparoscopySimulator, laparoscopy_preset
+    from endo_depth_model.data.laparoscopy import (
+        LAPAROSCOPY_PRESETS,
+        LaparoscopySimulator,
+        laparoscopy_preset,
+    )
     from endo_depth_model.data.simulator import EndoscopySimulator, colon_preset, preset
 
-    if kind in ("lap", "lap_unseen"):
+    if kind in LAPAROSCOPY_PRESETS:
         sim = LaparoscopySimulator(
             laparoscopy_preset(kind, seed, n_frames=frames, height=height, width=width)
         )
@@ -667,7 +671,7 @@ def _save_state(path: Path, model, opt, sched, step: int, rng: np.random.Generat
 #: validation seeds of each kind (then +100 per further sequence): not training's (first_seed + offset + i)
 #: and not the held-out benchmark's (benchmarks/model_quality.py: tube from 31, lap from 9001, lap_unseen
 #: from 9101, dome from 9201, ten each)
-_VAL_SEED = {"source": 7001, "target": 7002, "colon": 7003, "lap": 7004, "dome": 7005}
+_VAL_SEED = {"source": 7001, "target": 7002, "colon": 7003, "lap": 7004, "dome": 7005, "lap_near": 7006}
 #: at most this many validation sequences per kind: seeds 7001-7905, below the benchmark's 9001
 MAX_VAL_SEQUENCES = 10
 

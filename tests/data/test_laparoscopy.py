@@ -176,3 +176,31 @@ def test_synth_command_writes_laparoscopy_with_masks_and_colon(tmp_path, capsys)
     argv = ["synth", "--preset", "colon", "--seed", "2", "--frames", "2", "--size", "32", "40",
             "--out", str(colon), "--formats", "folder"]  # fmt: skip
     assert main(argv) == 0
+
+
+def test_near_preset_adds_close_organs_to_the_same_scene():
+    """``lap_near`` (training only) is ``lap``'s scene for the seed plus large organs in the middle of the
+    view: nearer tissue there, the depth still exact on the height field, everything else drawn alike."""
+    from dataclasses import asdict
+
+    nearer = 0
+    for seed in range(4):
+        base = laparoscopy_preset("lap", seed, n_frames=2, height=48, width=60, noise_std=0.0)
+        near = laparoscopy_preset("lap_near", seed, n_frames=2, height=48, width=60, noise_std=0.0)
+        assert base.near_organs == 0 and near.near_organs in (1, 2)
+        assert {k: v for k, v in asdict(near).items() if k != "near_organs"} == {
+            k: v for k, v in asdict(base).items() if k != "near_organs"
+        }
+        sim_b, sim_n = LaparoscopySimulator(base), LaparoscopySimulator(near)
+        rgb, depth, inst = sim_n._render(0)
+        tissue = np.isfinite(depth) & ~inst
+        pts = _backproject(depth, sim_n.K, sim_n.poses[0])[:, tissue.ravel()]
+        assert np.abs(pts[2] - sim_n.surface.height(pts[0], pts[1])).max() < 1e-3
+        # the centre of the view: tissue there is nearer than lap's for the same seed
+        db = sim_b._render(0)[1]
+        centre = (slice(12, 36), slice(15, 45))
+        tb = np.isfinite(db[centre]) & ~sim_b._render(0)[2][centre]
+        tn = np.isfinite(depth[centre]) & ~inst[centre]
+        if np.median(depth[centre][tn]) < 0.8 * np.median(db[centre][tb]):
+            nearer += 1
+    assert nearer >= 3
