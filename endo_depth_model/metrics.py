@@ -85,6 +85,20 @@ def median_scale(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(np.median(g)) / med_p
 
 
+def median_scaled_abs_rel(pred: np.ndarray, gt: np.ndarray, min_pixels: int = 10) -> float:
+    """AbsRel of ``pred`` after one median-scaling ratio to ``gt``, over the pixels where both are finite and
+    positive (any shape: one frame, or a whole sequence for one scale); NaN with fewer than ``min_pixels``
+    such pixels. The validation figure of ``pretrain`` and ``train``."""
+    g, p = np.asarray(gt, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if g.shape != p.shape:
+        raise MetricError(f"gt and pred shapes differ: {g.shape} vs {p.shape}")
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(g) & (g > 0) & np.isfinite(p) & (p > 0)
+    if ok.sum() < min_pixels:
+        return float("nan")
+    return depth_errors(g[ok], p[ok] * median_scale(g[ok], p[ok]))["abs_rel"]
+
+
 def mad_align(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
     """EndoDAV's per-sequence alignment: one median/MAD normalisation for the whole sequence.
 

@@ -696,18 +696,6 @@ def validation_sequences(cfg: PretrainConfig, frames: int = 8) -> list[dict]:
     return out
 
 
-def _median_scaled_abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:
-    """AbsRel of ``pred`` scaled by one median ratio to ``gt`` over pixels where both are valid (any
-    shape: one frame, or a whole sequence for one scale); NaN with fewer than 10 such pixels."""
-    from endo_depth_model.metrics import median_scale
-
-    ok = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
-    if ok.sum() < 10:
-        return float("nan")
-    p = pred[ok] * median_scale(gt[ok], pred[ok])
-    return float(np.mean(np.abs(p - gt[ok]) / gt[ok]))
-
-
 def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, float]:
     """Median-scaled AbsRel on the validation sequences through the fixed disparity-to-depth conversion
     (as the node outputs depth), over pixels with ground truth, averaged over each kind's sequences:
@@ -716,6 +704,7 @@ def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, f
     that drifts from frame to frame shows."""
     import torch
 
+    from endo_depth_model.metrics import median_scaled_abs_rel
     from endo_depth_model.preprocess import IMAGENET_MEAN, IMAGENET_STD, disparity_to_depth
 
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
@@ -731,10 +720,10 @@ def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, f
             for k, gt in enumerate(seq["depth"]):
                 disp = model(x[:, k : k + 1])[0, 0].float().clamp_min(0).cpu().numpy()
                 per_frame.append(
-                    _median_scaled_abs_rel(disparity_to_depth(disp, cfg.min_depth, cfg.max_depth), gt)
+                    median_scaled_abs_rel(disparity_to_depth(disp, cfg.min_depth, cfg.max_depth), gt)
                 )
             disp = model(x, causal=True)[0].float().clamp_min(0).cpu().numpy()
-            whole = _median_scaled_abs_rel(
+            whole = median_scaled_abs_rel(
                 disparity_to_depth(disp, cfg.min_depth, cfg.max_depth), seq["depth"]
             )
             # every key on every call (NaN where nothing was scored): best-step means compare like with like

@@ -780,19 +780,14 @@ def _data_summary(sequences, n_clips: int, d) -> str:
 
 
 def _median_scaled_abs_rel(pred: torch.Tensor, gt: torch.Tensor) -> float | None:
-    """Per-frame median-scaled AbsRel (pred, gt (H, W); gt NaN / <= 0 invalid); None without valid gt."""
-    from endo_depth_model.metrics import depth_errors, median_scale, valid_mask
+    """Per-frame median-scaled AbsRel (pred, gt (H, W); gt NaN / <= 0 invalid, resized to ``pred`` by
+    nearest neighbour); None without valid gt."""
+    from endo_depth_model.metrics import median_scaled_abs_rel
 
-    gt_np = gt.numpy().astype(np.float64)
-    if gt_np.shape != tuple(pred.shape):
-        gt_np = F.interpolate(gt[None, None], size=tuple(pred.shape), mode="nearest")[0, 0].numpy()
-    mask = valid_mask(gt_np, 1e-6, np.inf)
-    if mask.sum() < 10:
-        return None
-    p = pred.numpy().astype(np.float64)[mask]
-    g = gt_np[mask]
-    p = p * median_scale(g, p)
-    return depth_errors(g, np.clip(p, 1e-6, None))["abs_rel"]
+    if tuple(gt.shape) != tuple(pred.shape):
+        gt = F.interpolate(gt[None, None], size=tuple(pred.shape), mode="nearest")[0, 0]
+    value = median_scaled_abs_rel(pred.numpy(), gt.numpy())
+    return value if np.isfinite(value) else None
 
 
 def train(

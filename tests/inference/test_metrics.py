@@ -14,6 +14,7 @@ from endo_depth_model.metrics import (
     disparity_lsq_align,
     mad_align,
     median_scale,
+    median_scaled_abs_rel,
     snippet_ate,
     tae,
     valid_mask,
@@ -46,6 +47,23 @@ def test_median_scale_and_valid_mask():
     assert median_scale(np.array([1.0, 2.0, 4.0]), np.array([2.0, 4.0, 8.0])) == pytest.approx(0.5)
     gt = np.array([0.0, 1e-3, 0.5, 149.9, 150.0, np.nan])
     np.testing.assert_array_equal(valid_mask(gt), [False, False, True, True, False, False])
+
+
+def test_median_scaled_abs_rel_ignores_scale_and_invalid_pixels():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0.02, 0.2, (2, 8, 8))
+    assert median_scaled_abs_rel(3.0 * gt, gt) == pytest.approx(0.0, abs=1e-12)
+    pred = 5.0 * gt
+    pred[0, 0, 0] = 5.0 * gt[0, 0, 0] * 2.0  # one pixel off by 2x after scaling
+    gt_holes, pred_holes = gt.copy(), pred.copy()
+    gt_holes[1, :2] = np.nan  # no ground truth
+    pred_holes[1, 2, :3] = np.inf  # a broken prediction
+    gt_holes[1, 3, 0] = -1.0
+    expected = 1.0 / (128 - 16 - 3 - 1)
+    assert median_scaled_abs_rel(pred_holes, gt_holes) == pytest.approx(expected)
+    assert math.isnan(median_scaled_abs_rel(pred[0, :1, :5], gt[0, :1, :5]))  # fewer than 10 pixels
+    with pytest.raises(MetricError, match="shapes"):
+        median_scaled_abs_rel(pred[0], gt)
 
 
 def test_mad_align_hand_computed():
