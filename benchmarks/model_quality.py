@@ -145,6 +145,13 @@ def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
     return out
 
 
+def _finite_stat(stat, values) -> float:
+    """``stat`` over the finite values (None and NaN left out: a preset without instruments, a sequence
+    without TAE); NaN, without numpy's empty-slice warning, when there are none."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(stat(finite)) if finite else float("nan")
+
+
 def read_clip(path: Path, max_frames: int, width: int = 640) -> np.ndarray:
     """Up to ``max_frames`` RGB frames of a video, area-resized to ``width`` (0: the video's own size)."""
     import cv2
@@ -270,15 +277,13 @@ def main() -> int:
                 k: (
                     int(np.sum([r[k] for r in rows[m]]))
                     if k == "instrument_frames"
-                    else float(np.nanmean([np.nan if r[k] is None else r[k] for r in rows[m]]))
+                    else _finite_stat(np.mean, [r[k] for r in rows[m]])
                 )
                 for k in keys
             }
             # the mean TAE over sequences can be one sequence's blow-up (a per-sequence fit that puts some
             # aligned depths near zero); the median says what a typical sequence does
-            summary[m]["tae_median"] = float(
-                np.nanmedian([np.nan if r["tae"] is None else r["tae"] for r in rows[m]])
-            )
+            summary[m]["tae_median"] = _finite_stat(np.median, [r["tae"] for r in rows[m]])
         results["presets"][preset] = summary
         # each sequence's row too, so two models can be compared sequence by sequence
         results.setdefault("sequences", {})[preset] = {
