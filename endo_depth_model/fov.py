@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FovResult", "detect_fov", "FovTracker"]
+__all__ = ["FovResult", "detect_fov", "FovTracker", "fill_outside"]
 
 
 @dataclass
@@ -112,3 +112,38 @@ class FovTracker:
         if own is not None and not own.ok:
             return own
         return self.current
+
+
+def fill_outside(x, inside):
+    """``x`` (..., C, H, W) tensor with the pixels outside ``inside`` ((H, W) bool tensor or array) replaced
+    by a smooth extension of the pixels inside (push-pull: masked averages over a pyramid of 2 x 2 cells,
+    filled in from the coarsest level down). Pixels inside are returned unchanged.
+
+    The network then sees the scope's black border as more of the tissue near it: a patch that straddles
+    the stop's edge no longer mixes black into its features, which otherwise pulls the depth of the tissue
+    along the edge towards what the network makes of black (far). Linear in ``x``, so it commutes with a
+    per-channel normalisation. A mask with nothing inside, or everything, returns ``x`` as it is."""
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.as_tensor(inside, dtype=torch.bool, device=x.device)
+    if m.shape != x.shape[-2:]:
+        raise ValueError(f"mask {tuple(m.shape)} does not match the image size {tuple(x.shape[-2:])}")
+    if bool(m.all()) or not bool(m.any()):
+        return x
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    w = m.to(flat.dtype)[None, None]
+    levels = [(flat * w, w)]
+    while min(levels[-1][1].shape[-2:]) > 1:
+        num, den = levels[-1]
+        levels.append((F.avg_pool2d(num, 2, ceil_mode=True), F.avg_pool2d(den, 2, ceil_mode=True)))
+    num, den = levels[-1]
+    est = num / den.clamp_min(1e-12)
+    for num, den in reversed(levels[:-1]):
+        up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)
+        # a cell's own average where it has (enough) inside pixels, the coarser estimate where it has none
+        trust = (den * 4.0).clamp(max=1.0)
+        est = trust * (num / den.clamp_min(1e-12)) + (1.0 - trust) * up
+    out = torch.where(m, flat, est)
+    return out.reshape(*lead, *x.shape[-3:])

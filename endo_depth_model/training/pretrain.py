@@ -80,6 +80,11 @@ class PretrainConfig:
     #: the network cannot read a bright instrument as near and a dark one as far (the shipped model does:
     #: the simulator's light falls off with distance). Uses the rendered instrument masks.
     instrument_albedo: float = 0.0
+    #: fill the scope's black border (detected from the images, :func:`endo_depth_model.fov.detect_fov`)
+    #: with a smooth extension of the tissue before the network (:func:`endo_depth_model.fov.fill_outside`),
+    #: as the engines do for weights trained so (metadata ``fill_border``): patches along the stop's edge
+    #: no longer mix black into the tissue's features
+    fill_border: bool = False
     #: multi-resolution training, e.g. ``1,0.75,0.5,0.25``: each step draws one factor and trains at that
     #: fraction of the input size (rounded to the patch size, 14 px), so the network holds up at the
     #: smaller ``input_height`` users choose for speed. Empty: the input size only.
@@ -715,6 +720,8 @@ def validate(model, cfg: PretrainConfig, val: list[dict], device) -> dict[str, f
     with torch.inference_mode():
         for seq in val:
             x = torch.from_numpy(seq["rgb"]).to(device).permute(0, 3, 1, 2).float().div(255.0)[None]
+            if cfg.fill_border:
+                x = fill_clip_border(x)
             x = (x - mean) / std
             per_frame = []
             for k, gt in enumerate(seq["depth"]):
@@ -775,6 +782,16 @@ def resize_clip(rgb, depth, size: tuple[int, int]):
     t = rgb.shape[1]
     small = F.interpolate(rgb.flatten(0, 1), size=size, mode="area").view(1, t, 3, *size)
     return small, F.interpolate(depth[:, None], size=size, mode="nearest")[:, 0]
+
+
+def fill_clip_border(rgb):
+    """``rgb`` (1, T, 3, H, W) in [0, 1] with the scope's border, detected from the clip's frames as the
+    node detects it, filled by :func:`endo_depth_model.fov.fill_outside`; unchanged without a border."""
+    from endo_depth_model.fov import detect_fov, fill_outside
+
+    frames = (rgb[0] * 255.0).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    found = detect_fov(frames)
+    return fill_outside(rgb, found.mask) if found.kind == "border" else rgb
 
 
 def _sample_clip(cfg: PretrainConfig, seqs: list[dict], rng: np.random.Generator):
@@ -873,6 +890,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
     bar = tqdm(
         range(first_step, cfg.steps), desc="pretrain", unit="step", initial=first_step, total=cfg.steps
     )
+    # what the saved weights carry: the engines read fill_border to fill the border as training did
+    meta = {"config": cfg.model, "stage": "supervised-pretraining"}
+    if cfg.fill_border:
+        meta["fill_border"] = "1"
     for step in bar:
         if sched is None:
             for group in opt.param_groups:
@@ -890,6 +911,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
             rgb = apply_albedo(rgb, albedo_field(rng, *rgb.shape[-2:], cfg.albedo_aug))
         if cfg.photometric_aug > 0:
             rgb = apply_illumination(rgb, illumination_gain(rng, *rgb.shape[-2:], cfg.photometric_aug))
+        if cfg.fill_border:
+            rgb = fill_clip_border(rgb)
         causal = cfg.causal_fraction > 0 and bool(rng.random() < cfg.causal_fraction)
         valid = torch.isfinite(depth) & (depth > cfg.min_depth) & (depth < cfg.max_depth)
         target = depth_to_disparity(torch.nan_to_num(depth, nan=cfg.max_depth), cfg.min_depth, cfg.max_depth)
@@ -945,8 +968,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 save_safetensors(
                     model,
                     out / f"{cfg.model}_best.safetensors",
-                    metadata={"config": cfg.model, "stage": "supervised-pretraining", "step": str(step + 1),
-                              "val_abs_rel": json.dumps(scores)},
+                    metadata=meta | {"step": str(step + 1), "val_abs_rel": json.dumps(scores)},
                 )  # fmt: skip
             bar.write(
                 f"step {step + 1}: validation AbsRel "
@@ -957,13 +979,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
             save_safetensors(
                 model,
                 weights_path,
-                metadata={"config": cfg.model, "stage": "supervised-pretraining", "step": str(step + 1)},
+                metadata=meta | {"step": str(step + 1)},
             )
         if pause and not done:
             save_safetensors(
                 model,
                 weights_path,
-                metadata={"config": cfg.model, "stage": "supervised-pretraining", "step": str(step + 1)},
+                metadata=meta | {"step": str(step + 1)},
             )
         if (cfg.checkpoint_minutes > 0 or pause) and (
             done or pause or time.time() - last_save > 60 * cfg.checkpoint_minutes

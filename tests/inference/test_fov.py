@@ -85,3 +85,34 @@ def test_tracker_keeps_its_mask_through_a_black_frame_and_follows_a_change():
     for _ in range(3):
         latest = tracker.update(plain)
     assert latest.kind == "none"  # a new scope without a border
+
+
+def test_fill_outside_extends_the_tissue_smoothly_and_keeps_the_inside():
+    import torch
+
+    from endo_depth_model.fov import fill_outside
+
+    h, w = 60, 76
+    inside = torch.from_numpy(fov_border_mask(h, w, "circle", 0.8))
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(0, 1, (2, 3, 3, h, w)).astype(np.float32))  # (B, T, C, H, W)
+    y = fill_outside(x, inside)
+    assert y.shape == x.shape and torch.equal(y[..., inside], x[..., inside])
+    assert not torch.equal(y[..., ~inside], x[..., ~inside])
+    # the fill is made of the inside's values: within their range, and linear in the image (so it commutes
+    # with the network's per-channel normalisation)
+    lo, hi = x[..., inside].amin(-1), x[..., inside].amax(-1)
+    assert bool(((y[..., ~inside] >= lo[..., None] - 1e-6) & (y[..., ~inside] <= hi[..., None] + 1e-6)).all())
+    torch.testing.assert_close(fill_outside(2.0 * x - 0.5, inside), 2.0 * y - 0.5, rtol=1e-5, atol=1e-5)
+    # a uniform inside extends as itself; a left-right split extends each side's colour to its own side
+    flat = torch.full((3, h, w), 0.3)
+    torch.testing.assert_close(fill_outside(flat * inside, inside), flat)
+    split = torch.zeros(1, h, w)
+    split[..., w // 2 :] = 1.0
+    filled = fill_outside(split * inside, inside)[0]
+    assert filled[h // 2, 0] < 0.1 and filled[h // 2, w - 1] > 0.9
+    # nothing to fill, nothing inside, a mask of the wrong size
+    full = torch.ones(h, w, dtype=torch.bool)
+    assert fill_outside(x, full) is x and fill_outside(x, ~full) is x
+    with pytest.raises(ValueError, match="does not match"):
+        fill_outside(x, inside[1:])

@@ -20,6 +20,7 @@ from endo_depth_model.training.pretrain import (
     apply_illumination,
     clip_log_loss,
     depth_log_loss,
+    fill_clip_border,
     illumination_gain,
     log_scale_loss,
     parse_mix,
@@ -531,3 +532,31 @@ def test_render_workers_end_with_a_killed_run(tmp_path):
     for w in alive:  # do not leave them running if the test fails
         os.kill(w, signal.SIGKILL)
     assert not alive, f"render workers {alive} outlived their killed parent"
+
+
+def test_fill_border_training_fills_the_detected_border_and_marks_the_weights(tmp_path):
+    from safetensors import safe_open
+
+    from endo_depth_model.data.laparoscopy import laparoscopy_preset
+    from endo_depth_model.training.pretrain import render_sequence
+
+    seed = next(
+        s for s in range(40, 80) if laparoscopy_preset("lap", s).border != "none"
+        and laparoscopy_preset("lap", s).border_radius < 0.9
+    )  # fmt: skip
+    data = render_sequence("lap", seed, 3, 56, 70)
+    rgb = torch.from_numpy(data["rgb"]).permute(0, 3, 1, 2).float().div(255.0)[None]
+    filled = fill_clip_border(rgb)
+    outside = torch.from_numpy(~np.isfinite(data["depth"][0]))  # the border: no depth
+    changed = (filled != rgb).any(2)[0]  # (T, H, W)
+    assert outside.float().mean() > 0.02 and bool(changed[:, outside].float().mean() > 0.9)
+    assert not bool(changed[:, ~outside].float().mean() > 0.05)  # only the detection's soft-edge margin
+    assert float(filled[0, :, :, outside].mean()) > 0.05  # no longer black
+    torch.set_num_threads(1)
+    cfg = PretrainConfig(
+        out=str(tmp_path / "run"), mix="lap:1", frames=4, input_height=42, input_width=56, clip=2, steps=2,
+        device="cpu", fill_border=True, eval_every=2, val_kinds="lap",
+    )  # fmt: skip
+    pretrain(cfg)
+    with safe_open(tmp_path / "run/vitt_pretrained.safetensors", "pt") as f:
+        assert f.metadata()["fill_border"] == "1"
