@@ -93,6 +93,12 @@ def predict(
     window, overlap, blend = (1, 0, 0) if per_frame is True else (32, 10, 8)
     engine = make_engine(bundle, input_hw, window, overlap, None, blend, per_frame is False, causal, "cpu",
                          causal_fit=per_frame if causal else "none", causal_context=context)  # fmt: skip
+    # the scope's border as the node sees it (FovTracker over the sequence): the aligned fits leave it out,
+    # and weights trained with a filled border get it filled
+    from endo_depth_model.fov import detect_fov
+
+    found = detect_fov(rgbs)
+    engine.fov_mask = found.mask if found.kind == "border" else None
     disp = []
     for rgb in rgbs:
         disp += [r.disparity for r in engine.push(rgb)]

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from endo_depth_model.align import AlignStats, fit_scale_shift
+from endo_depth_model.fov import BorderFill
 from endo_depth_model.runtime.precision import autocast, compute_dtype
 from endo_depth_model.streaming import DepthResult, StreamError, check_stream_frame
 
@@ -113,6 +114,7 @@ class CausalDepth:
         max_fit_pixels: int = 20000,
         device: str | torch.device = "cpu",
         precision: str | None = None,
+        fill_border: bool = False,
     ) -> None:
         inner = getattr(model, "model", model)
         if not hasattr(getattr(inner, "head", None), "forward_causal"):
@@ -140,6 +142,9 @@ class CausalDepth:
         self.depth_fn = depth_fn
         self.fit, self.fit_momentum, self.max_fit_pixels = fit, float(fit_momentum), int(max_fit_pixels)
         self.fov_mask: np.ndarray | None = None  # (H, W) bool at the output size: pixels the fit may use
+        #: fill the input outside ``fov_mask`` (weights trained so: metadata ``fill_border``)
+        self.fill_border = bool(fill_border)
+        self._border_fill = BorderFill()
         self.head_passes = 0
         self.encoder_calls = 0
         self.encoded_frames = 0
@@ -211,8 +216,11 @@ class CausalDepth:
     def push(self, frame_rgb: np.ndarray, stamp: Any = None) -> list[DepthResult]:
         """One (H, W, 3) uint8 RGB frame in, its depth out (always exactly one result)."""
         check_stream_frame(self, frame_rgb)  # the aligned engine's checks: RGB uint8, the stream's size
-        x = self.preprocessor(frame_rgb).to(self.device)
+        x = self.preprocessor(frame_rgb)
         x = x.reshape(1, *x.shape[-3:])
+        if self.fill_border:
+            x = self._border_fill(x, self.fov_mask)
+        x = x.to(self.device)
         if self._caches is None:
             # ring buffers of context + 1 slots, written in place (TemporalAttention.step), in the dtype
             # the key and value projections come out in (bf16 / fp16 under autocast: storing them wider

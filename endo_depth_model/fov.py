@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FovResult", "detect_fov", "FovTracker", "fill_outside"]
+__all__ = ["BorderFill", "FovResult", "detect_fov", "FovTracker", "fill_outside"]
 
 
 @dataclass
@@ -147,3 +147,26 @@ def fill_outside(x, inside):
         est = trust * (num / den.clamp_min(1e-12)) + (1.0 - trust) * up
     out = torch.where(m, flat, est)
     return out.reshape(*lead, *x.shape[-3:])
+
+
+class BorderFill:
+    """:func:`fill_outside` for the engines: ``fill(x, mask)`` fills the network input ``x`` (..., 3, h, w)
+    outside ``mask`` ((H, W) bool at the frame's size, the :class:`FovTracker`'s), resized once per mask
+    to the input's size; pixels partly outside (the stop's edge after downsizing) count as outside. ``mask``
+    None: ``x`` as it is."""
+
+    def __init__(self) -> None:
+        self._mask: np.ndarray | None = None
+        self._small = None
+
+    def __call__(self, x, mask: np.ndarray | None):
+        if mask is None:
+            return x
+        hw = tuple(x.shape[-2:])
+        if mask is not self._mask or self._small is None or tuple(self._small.shape) != hw:
+            import cv2
+            import torch
+
+            area = cv2.resize(mask.astype(np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+            self._mask, self._small = mask, torch.from_numpy(area > 0.999)
+        return fill_outside(x, self._small)

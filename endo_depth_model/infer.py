@@ -123,9 +123,15 @@ def make_engine(
         from endo_depth_model.causal import CausalDepth
 
         return CausalDepth(
-            bundle.model, preprocess, context=causal_context, depth_fn=depth_fn, fit=causal_fit, device=device
+            bundle.model,
+            preprocess,
+            context=causal_context,
+            depth_fn=depth_fn,
+            fit=causal_fit,
+            device=device,
+            fill_border=getattr(bundle, "fill_border", False),
         )
-    return StreamingDepth(
+    engine = StreamingDepth(
         bundle.model,
         preprocess,
         window=window,
@@ -136,6 +142,8 @@ def make_engine(
         align=align,
         device=device,
     )
+    engine.fill_border = getattr(bundle, "fill_border", False)
+    return engine
 
 
 @dataclass

@@ -74,6 +74,9 @@ class ModelBundle:
     pose_net: object | None = None
     sources: dict = field(default_factory=dict)
     precision: str = "fp32"  # PyTorch compute precision of the depth model and pose network
+    #: the weights were trained with the scope's border filled (:func:`weights_fill_border`): the engines
+    #: fill it the same way
+    fill_border: bool = False
 
     def set_precision(self, precision: str, device) -> None:
         """Run the torch depth model (and the pose network) at ``precision`` (``auto`` resolved here);
@@ -132,6 +135,18 @@ def weights_are_metric(path: str | Path) -> bool:
         return True
     try:
         return weights_metadata(path).get("output_kind") == "metric_depth"
+    except LoadError:  # unreadable files fail later with their own clear error
+        return False
+
+
+def weights_fill_border(path: str | Path | None) -> bool:
+    """Whether depth weights were trained with the scope's black border filled before the network
+    (``pretrain --fill-border``: metadata ``fill_border: 1``); the engines then fill it the same way
+    (:class:`endo_depth_model.fov.BorderFill`). False for other and unreadable files."""
+    if path is None:
+        return False
+    try:
+        return weights_metadata(path).get("fill_border") == "1"
     except LoadError:  # unreadable files fail later with their own clear error
         return False
 
@@ -267,7 +282,12 @@ def load_depth_model(
     model = model.to(device).eval()
     if pose_net is not None:
         pose_net = pose_net.to(device).eval()
-    return ModelBundle(model, encoder, total, trainable, ", ".join(parts), pose_net, sources)
+    fill = weights_fill_border(weights)
+    if fill:
+        parts.append("border filled")
+    return ModelBundle(
+        model, encoder, total, trainable, ", ".join(parts), pose_net, sources, fill_border=fill
+    )
 
 
 def _ssb_counts(model) -> list[int]:

@@ -292,6 +292,17 @@ def load_depth_model(cfg: PipelineConfig):
         raise PipelineError(str(exc)) from exc
 
 
+def weights_fill_border(cfg: PipelineConfig) -> bool:
+    """Whether the depth weights (``cfg.weights`` or the shipped model) were trained with the scope's border
+    filled (:func:`endo_depth_model.loading.weights_fill_border`)."""
+    try:
+        return loading.weights_fill_border(
+            loading.resolve_weights(cfg.weights, loading.shipped_weights(cfg.model_config))
+        )
+    except loading.LoadError:
+        return False  # the model loader reports unreadable weights with its own message
+
+
 def resolve_depth_range(cfg: PipelineConfig) -> tuple[float, float]:
     """``(min_depth, max_depth)`` the pipeline converts disparity with: the values set in ``cfg``; for those
     left at 0, the range stored in the depth weights' metadata (``cfg.weights`` or the shipped model),
@@ -426,6 +437,8 @@ class DepthPipeline:
                 blend=cfg.blend,
                 device=self.device,
             )
+        # weights trained with the scope's border filled get it filled here too (needs fov_mask auto)
+        self.stream.fill_border = weights_fill_border(cfg)
         self.scale = ScaleEstimator(
             cfg.scale_mode,
             cfg.fixed_scale,

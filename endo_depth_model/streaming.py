@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from endo_depth_model.align import AlignStats, SnippetAligner
+from endo_depth_model.fov import BorderFill
 
 __all__ = [
     "DepthModel",
@@ -217,6 +218,9 @@ class StreamingDepth:
         self._aligner_kwargs = dict(aligner_kwargs or {})
         self.aligner = self._make_aligner()
         self._fov_mask: np.ndarray | None = None
+        #: fill the input outside ``fov_mask`` (weights trained so: metadata ``fill_border``)
+        self.fill_border = False
+        self._border_fill = BorderFill()
         # history needed: the oldest context lag, or a full window
         self.cache_size = max([window, *(lag + 1 for lag in self.context_lags)])
         self.encoder_calls = 0
@@ -288,7 +292,8 @@ class StreamingDepth:
         x = self.preprocessor(frame)
         if x.dim() < 3 or any(d != 1 for d in x.shape[:-3]):
             raise StreamError(f"the preprocessor must return one (3, h, w) frame, got {tuple(x.shape)}")
-        return x.reshape(x.shape[-3:])
+        x = x.reshape(x.shape[-3:])
+        return self._border_fill(x, self._fov_mask) if self.fill_border else x
 
     @torch.inference_mode()
     def _encode(self, frames: list[np.ndarray]) -> Any:

@@ -24,7 +24,13 @@ def main() -> int:
     import torch
 
     from endo_depth_model.checkpoint import quantize_int8, read_state_dict, save_safetensors
-    from endo_depth_model.loading import META_FILE, POSE_FILE, load_depth_model, shipped_weights
+    from endo_depth_model.loading import (
+        META_FILE,
+        POSE_FILE,
+        load_depth_model,
+        shipped_weights,
+        weights_fill_border,
+    )
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base", type=Path, help="base VDA weights (stage 1)")
@@ -66,6 +72,8 @@ def main() -> int:
             "min_depth": "0.001",
             "max_depth": "0.3",
             "dtype": "float16 (cast to float32 on load)",
+            # the engines fill the scope's border as training did (loading.weights_fill_border)
+            **({"fill_border": "1"} if weights_fill_border(args.base) else {}),
         },
     )
     n_values = sum(v.numel() for v in state.values())

@@ -116,3 +116,58 @@ def test_fill_outside_extends_the_tissue_smoothly_and_keeps_the_inside():
     assert fill_outside(x, full) is x and fill_outside(x, ~full) is x
     with pytest.raises(ValueError, match="does not match"):
         fill_outside(x, inside[1:])
+
+
+@pytest.mark.parametrize("engine_kind", ["causal", "aligned", "per_frame"])
+def test_engines_fill_the_border_for_weights_trained_so(vitt_weights, tmp_path, engine_kind):
+    """Weights marked ``fill_border`` (pretrain --fill-border) get the border filled in every engine: what
+    lies outside the field of view then no longer changes the depth; unmarked weights see it as it is."""
+    import cv2
+    from safetensors.torch import load_file, save_file
+
+    from endo_depth_model.infer import make_engine
+    from endo_depth_model.loading import load_depth_model
+
+    marked = tmp_path / "filled.safetensors"
+    save_file(load_file(vitt_weights), marked, metadata={"fill_border": "1"})
+    h, w = 84, 112
+    inside = fov_border_mask(h, w, "circle", 0.8)
+    far_outside = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 5) > 8
+    frames = [np.where(inside[..., None], _scene(h, w, seed=k), 0).astype(np.uint8) for k in range(5)]
+    noisy = [f.copy() for f in frames]
+    rng = np.random.default_rng(0)
+    for f in noisy:
+        f[far_outside] = rng.integers(0, 255, (int(far_outside.sum()), 3))
+
+    def run(weights, images):
+        bundle = load_depth_model("vitt", weights)
+        mode = {"causal": (1, 0, 0, False, True), "aligned": (6, 4, 2, True, False)}
+        window, overlap, blend, align, causal = mode.get(engine_kind, (1, 0, 0, False, False))
+        engine = make_engine(bundle, (56, 70), window, overlap, None, blend, align, causal, "cpu")
+        engine.fov_mask = inside
+        out = []
+        for img in images:
+            out += [r.disparity for r in engine.push(img)]
+        return bundle, np.stack(out + [r.disparity for r in engine.flush()])
+
+    bundle, filled = run(marked, frames)
+    assert bundle.fill_border and "border filled" in bundle.description
+    np.testing.assert_allclose(run(marked, noisy)[1], filled, rtol=1e-5, atol=1e-6)
+    plain_bundle, plain = run(vitt_weights, frames)
+    assert not plain_bundle.fill_border
+    assert np.abs(run(vitt_weights, noisy)[1] - plain).max() > 1e-4
+    assert np.abs(plain - filled).max() > 1e-4  # the fill changes what the network sees
+
+
+def test_pipeline_fills_the_border_only_for_weights_trained_so(vitt_weights, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
+
+    marked = tmp_path / "filled.safetensors"
+    save_file(load_file(vitt_weights), marked, metadata={"fill_border": "1"})
+    for weights, expected in ((marked, True), (vitt_weights, False)):
+        for mode in ("causal", "aligned"):
+            pipe = DepthPipeline(PipelineConfig(weights=str(weights), latency_mode=mode, input_height=56,
+                                                input_width=70, pose_weights=""))  # fmt: skip
+            assert pipe.stream.fill_border is expected
