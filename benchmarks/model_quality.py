@@ -21,7 +21,9 @@ the scope's field of view (detected from the images) are excluded everywhere.
 Reported per preset and method: per-frame AbsRel and δ<1.25 (median scaling per frame), per-sequence
 AbsRel, δ<1.25 and TAE (one MAD alignment per sequence), the depth range ratio (p95/p5 predicted over
 true, median over frames), instrument order (share of frames showing an instrument whose pixels are
-predicted nearer than the tissue around them) and edge ordinal accuracy. On the real clips
+predicted nearer than the tissue around them), edge ordinal accuracy, and on sequences with a scope border
+the per-frame AbsRel of the rim (tissue within ``RIM_PX`` of the field of view's edge) and of the rest
+(``rim_abs_rel``, ``inner_abs_rel``). On the real clips
 (``../shared/data/real``, skipped when absent): flicker (aligned and per frame, and their ratio) and a
 preview image input | depth per clip.
 
@@ -49,6 +51,9 @@ sys.path.insert(0, str(ROOT))
 FIRST_SEED = {"tube": 31, "lap": 9001, "lap_unseen": 9101, "dome": 9201}
 PRESETS = {name: [first + i for i in range(3)] for name, first in FIRST_SEED.items()}
 INPUT_SIZE = (224, 280)
+#: pixels from the field of view's edge that count as the rim (``rim_abs_rel``; 256x320 frames: about one
+#: network patch at 224x280)
+RIM_PX = 16
 REAL = ROOT.parent / "shared" / "data" / "real"
 
 
@@ -134,17 +139,33 @@ def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
     )
     out["per_frame_abs_rel"], out["per_frame_a1"] = pf.metrics["abs_rel"], pf.metrics["a1"]
     out["per_seq_abs_rel"], out["per_seq_a1"], out["tae"] = ps.metrics["abs_rel"], ps.metrics["a1"], ps.tae
-    ranges, edges, order = [], [], []
+    ranges, edges, order, rim, inner = [], [], [], [], []
+    # the tissue along the scope's stop (within RIM_PX of the field of view's edge) against the rest, per
+    # frame with the frame's median scaling: where a network that sees the black border goes wrong
+    dist = None
+    if not fov.all():
+        import cv2
+
+        dist = cv2.distanceTransform(fov.astype(np.uint8), cv2.DIST_L2, 5)
     for k in range(len(gt)):
         valid = np.isfinite(gt[k])
         ranges.append(depth_range_ratio(pred[k], gt[k], valid))
         edges.append(edge_ordinal_accuracy(pred[k], gt[k], valid))
+        if dist is not None and valid.sum() >= 10:
+            scaled = pred_filled[k] * np.median(gt[k][valid]) / np.median(pred_filled[k][valid])
+            err = np.abs(scaled - gt[k]) / gt[k]
+            band = valid & (dist <= RIM_PX)
+            if band.sum() >= 10 and (valid & ~band).sum() >= 10:
+                rim.append(float(err[band].mean()))
+                inner.append(float(err[valid & ~band].mean()))
         inst = data["instruments"][k] & valid
         if inst.sum() >= 30:
             r = instrument_nearer(pred[k], inst, valid)
             if r is not None:
                 order.append(r)
     out["range_ratio"] = float(np.nanmedian(ranges))
+    out["rim_abs_rel"] = float(np.mean(rim)) if rim else float("nan")
+    out["inner_abs_rel"] = float(np.mean(inner)) if inner else float("nan")
     out["edge_accuracy"] = float(np.nanmean(edges)) if np.isfinite(edges).any() else float("nan")
     out["instrument_frames"] = len(order)
     out["instrument_nearer"] = float(np.mean(order)) if order else float("nan")
@@ -354,6 +375,8 @@ def main() -> int:
         "range_ratio",
         "instrument_nearer",
         "edge_accuracy",
+        "rim_abs_rel",
+        "inner_abs_rel",
     ]
     print(f"{'preset':<11}{'method':<17}" + "".join(f"{c[:14]:>15}" for c in cols))
     for preset, summary in results["presets"].items():
