@@ -294,9 +294,16 @@ def _predict_sequence(seq, bundle, args, align: bool = True):
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     disp, gts, poses, Ks, rgbs = [], [], [], [], []
     elapsed = 0.0
+    # the scope's border as infer and the node see it: left out of the aligned fits, and filled for
+    # weights trained so
+    from endo_depth_model.fov import FovTracker
+
+    fov = FovTracker()
     for i, frame in enumerate(seq):
         if i >= n:
             break
+        found = fov.update(frame.rgb)
+        engine.fov_mask = found.mask if found.kind == "border" else None
         gts.append(frame.depth)
         poses.append(frame.T_world_cam)
         Ks.append(frame.K)
