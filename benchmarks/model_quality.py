@@ -126,6 +126,7 @@ def method_prediction(
 
 def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
     from endo_depth_model.evaluate import EvalConfig, evaluate_sequence, summarise
+    from endo_depth_model.metrics import valid_mask
     from endo_depth_model.quality import depth_range_ratio, edge_ordinal_accuracy, instrument_nearer
 
     gt = np.where(fov[None], data["depth"], np.nan)
@@ -151,13 +152,18 @@ def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
         valid = np.isfinite(gt[k])
         ranges.append(depth_range_ratio(pred[k], gt[k], valid))
         edges.append(edge_ordinal_accuracy(pred[k], gt[k], valid))
-        if dist is not None and valid.sum() >= 10:
-            scaled = pred_filled[k] * np.median(gt[k][valid]) / np.median(pred_filled[k][valid])
-            err = np.abs(scaled - gt[k]) / gt[k]
-            band = valid & (dist <= RIM_PX)
-            if band.sum() >= 10 and (valid & ~band).sum() >= 10:
+        # the per-frame protocol's pixels, scaling and clipping (evaluate_sequence): only the averages differ
+        gt_mm = gt[k] * cfg.unit_scale
+        scored = valid_mask(gt_mm, cfg.min_depth, cfg.max_depth)
+        if dist is not None and scored.sum() >= 10:
+            ratio = np.median(gt_mm[scored]) / np.median(pred_filled[k][scored])
+            scaled = np.clip(pred_filled[k] * ratio, cfg.min_depth, cfg.max_depth)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                err = np.abs(scaled - gt_mm) / gt_mm
+            band = scored & (dist <= RIM_PX)
+            if band.sum() >= 10 and (scored & ~band).sum() >= 10:
                 rim.append(float(err[band].mean()))
-                inner.append(float(err[valid & ~band].mean()))
+                inner.append(float(err[scored & ~band].mean()))
         inst = data["instruments"][k] & valid
         if inst.sum() >= 30:
             r = instrument_nearer(pred[k], inst, valid)
