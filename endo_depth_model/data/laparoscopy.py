@@ -228,6 +228,17 @@ def fov_border_mask(height: int, width: int, kind: str, radius: float) -> np.nda
 # ---- scene ---------------------------------------------------------------------------------------
 
 
+def _lobe(xx, yy, centre, axes, rot: float, height: float, power: float) -> np.ndarray:
+    """An organ-shaped cap over the grid (``xx``, ``yy``) mm: elliptical footprint with semi-axes ``axes``
+    turned by ``rot``, rising ``height`` mm at ``centre`` with profile ``sqrt(1 - r^2) ** power``; -inf
+    outside the footprint (no cap there)."""
+    (cx, cy), (a, b) = centre, axes
+    xr = (xx - cx) * math.cos(rot) + (yy - cy) * math.sin(rot)
+    yr = -(xx - cx) * math.sin(rot) + (yy - cy) * math.cos(rot)
+    q = 1.0 - (xr / a) ** 2 - (yr / b) ** 2
+    return np.where(q > 0, height * np.sqrt(np.clip(q, 0, 1)) ** power, -np.inf)
+
+
 class _Surface:
     """The tissue height field ``s(x, y)`` (mm) with albedo, tabulated on a regular grid."""
 
@@ -257,11 +268,7 @@ class _Surface:
             a, b = rng.uniform(20, 70, 2)
             rot = rng.uniform(0, np.pi)
             h = rng.uniform(0.3, 0.7) * cfg.wall_mm
-            xr = (xx - cx) * math.cos(rot) + (yy - cy) * math.sin(rot)
-            yr = -(xx - cx) * math.sin(rot) + (yy - cy) * math.cos(rot)
-            q = 1.0 - (xr / a) ** 2 - (yr / b) ** 2
-            lobe = np.where(q > 0, h * np.sqrt(np.clip(q, 0, 1)) ** rng.uniform(0.5, 1.0), -np.inf)
-            top = cfg.wall_mm - lobe
+            top = cfg.wall_mm - _lobe(xx, yy, (cx, cy), (a, b), rot, h, rng.uniform(0.5, 1.0))
             top += 2.0 * _value_noise((n, n), 12 * cells_per_mm, rng)
             closer = top < s
             s = np.where(closer, top, s)
@@ -303,11 +310,8 @@ class _Surface:
             a, b = near_rng.uniform(35, 80, 2)
             rot = near_rng.uniform(0, np.pi)
             h = near_rng.uniform(0.55, 0.8) * cfg.wall_mm
-            xr = (xx - cx) * math.cos(rot) + (yy - cy) * math.sin(rot)
-            yr = -(xx - cx) * math.sin(rot) + (yy - cy) * math.cos(rot)
-            q = 1.0 - (xr / a) ** 2 - (yr / b) ** 2
-            lobe = np.where(q > 0, h * np.sqrt(np.clip(q, 0, 1)) ** near_rng.uniform(0.4, 0.9), -np.inf)
-            top = cfg.wall_mm - lobe + 2.0 * _value_noise((n, n), 12 * cells_per_mm, near_rng)
+            top = cfg.wall_mm - _lobe(xx, yy, (cx, cy), (a, b), rot, h, near_rng.uniform(0.4, 0.9))
+            top += 2.0 * _value_noise((n, n), 12 * cells_per_mm, near_rng)
             closer = top < s
             s = np.where(closer, top, s)
             kinds.append(str(near_rng.choice(palettes)))
