@@ -263,17 +263,23 @@ class _Surface:
         palettes = list(cfg.palettes)
         kinds = [str(rng.choice(palettes))]  # kind 0: the wall
         reach = 0.7 * extent_mm
-        for _ in range(cfg.organs):
-            cx, cy = rng.uniform(-reach, reach, 2)
-            a, b = rng.uniform(20, 70, 2)
-            rot = rng.uniform(0, np.pi)
-            h = rng.uniform(0.3, 0.7) * cfg.wall_mm
-            top = cfg.wall_mm - _lobe(xx, yy, (cx, cy), (a, b), rot, h, rng.uniform(0.5, 1.0))
-            top += 2.0 * _value_noise((n, n), 12 * cells_per_mm, rng)
+
+        def add_organ(r: np.random.Generator, centre, axes_mm, rise, power) -> None:
+            """An organ cap (semi-axes in ``axes_mm``, rising ``rise`` x the wall's depth, profile power in
+            ``power``; all drawn from ``r``) where it is nearer than what is there, with its palette."""
+            nonlocal s
+            a, b = r.uniform(*axes_mm, 2)
+            rot = r.uniform(0, np.pi)
+            h = r.uniform(*rise) * cfg.wall_mm
+            top = cfg.wall_mm - _lobe(xx, yy, centre, (a, b), rot, h, r.uniform(*power))
+            top += 2.0 * _value_noise((n, n), 12 * cells_per_mm, r)
             closer = top < s
             s = np.where(closer, top, s)
-            kinds.append(str(rng.choice(palettes)))
+            kinds.append(str(r.choice(palettes)))
             kind[closer] = len(kinds) - 1
+
+        for _ in range(cfg.organs):
+            add_organ(rng, rng.uniform(-reach, reach, 2), (20, 70), (0.3, 0.7), (0.5, 1.0))
         for _ in range(cfg.bowel_loops):
             # a tube of circular section radius rb lying on a smooth random curve
             rb = rng.uniform(8, 16)
@@ -306,16 +312,9 @@ class _Surface:
         # near organs: drawn from their own stream so that every other part of a seed's scene stays lap's
         near_rng = np.random.default_rng([cfg.seed, 5531])
         for _ in range(cfg.near_organs):
-            cx, cy = np.asarray(aim_xy) + near_rng.uniform(-25, 25, 2)
-            a, b = near_rng.uniform(35, 80, 2)
-            rot = near_rng.uniform(0, np.pi)
-            h = near_rng.uniform(0.55, 0.8) * cfg.wall_mm
-            top = cfg.wall_mm - _lobe(xx, yy, (cx, cy), (a, b), rot, h, near_rng.uniform(0.4, 0.9))
-            top += 2.0 * _value_noise((n, n), 12 * cells_per_mm, near_rng)
-            closer = top < s
-            s = np.where(closer, top, s)
-            kinds.append(str(near_rng.choice(palettes)))
-            kind[closer] = len(kinds) - 1
+            add_organ(
+                near_rng, np.asarray(aim_xy) + near_rng.uniform(-25, 25, 2), (35, 80), (0.55, 0.8), (0.4, 0.9)
+            )
         self.s = s.astype(np.float32)
         gy, gx = np.gradient(self.s, self.res)
         self.gx, self.gy = gx.astype(np.float32), gy.astype(np.float32)
