@@ -139,7 +139,10 @@ def fill_outside(x, inside):
         num, den = levels[-1]
         levels.append((F.avg_pool2d(num, 2, ceil_mode=True), F.avg_pool2d(den, 2, ceil_mode=True)))
     num, den = levels[-1]
-    est = num / den.clamp_min(1e-12)
+    # the coarsest level can have a cell with no inside pixel (a strip along one side of a wide image):
+    # the inside's mean there
+    mean = (flat * w).sum((-2, -1), keepdim=True) / w.sum()
+    est = torch.where(den > 0, num / den.clamp_min(1e-12), mean)
     for num, den in reversed(levels[:-1]):
         up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)
         # a cell's own average where it has (enough) inside pixels, the coarser estimate where it has none

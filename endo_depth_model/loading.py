@@ -282,7 +282,8 @@ def load_depth_model(
     model = model.to(device).eval()
     if pose_net is not None:
         pose_net = pose_net.to(device).eval()
-    fill = weights_fill_border(weights)
+    # stage 2 (the SSB trainer) does not fill: an adapted model sees the border as its adapter did
+    fill = weights_fill_border(weights) and adapter is None and checkpoint is None
     if fill:
         parts.append("border filled")
     return ModelBundle(

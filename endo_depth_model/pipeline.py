@@ -294,7 +294,10 @@ def load_depth_model(cfg: PipelineConfig):
 
 def weights_fill_border(cfg: PipelineConfig) -> bool:
     """Whether the depth weights (``cfg.weights`` or the shipped model) were trained with the scope's border
-    filled (:func:`endo_depth_model.loading.weights_fill_border`)."""
+    filled (:func:`endo_depth_model.loading.weights_fill_border`) and no SSB adapter (stage 2 does not fill)
+    is applied."""
+    if cfg.adapter:
+        return False
     try:
         return loading.weights_fill_border(
             loading.resolve_weights(cfg.weights, loading.shipped_weights(cfg.model_config))

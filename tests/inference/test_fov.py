@@ -111,6 +111,11 @@ def test_fill_outside_extends_the_tissue_smoothly_and_keeps_the_inside():
     split[..., w // 2 :] = 1.0
     filled = fill_outside(split * inside, inside)[0]
     assert filled[h // 2, 0] < 0.1 and filled[h // 2, w - 1] > 0.9
+    # a small round view in a wide frame (the pyramid's coarsest cells then miss the inside): the inside's
+    # colours everywhere, never the zeros of an empty cell
+    small = torch.from_numpy(fov_border_mask(224, 280, "circle", 0.3))
+    grey = torch.full((3, 224, 280), 0.6) * small
+    torch.testing.assert_close(fill_outside(grey, small), torch.full((3, 224, 280), 0.6))
     # nothing to fill, nothing inside, a mask of the wrong size
     full = torch.ones(h, w, dtype=torch.bool)
     assert fill_outside(x, full) is x and fill_outside(x, ~full) is x
@@ -159,10 +164,11 @@ def test_engines_fill_the_border_for_weights_trained_so(vitt_weights, tmp_path, 
     assert np.abs(plain - filled).max() > 1e-4  # the fill changes what the network sees
 
 
-def test_pipeline_fills_the_border_only_for_weights_trained_so(vitt_weights, tmp_path):
+def test_pipeline_fills_the_border_only_for_weights_trained_so(vitt_weights, vitt_adapter, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from endo_depth_model.pipeline import DepthPipeline, PipelineConfig
+    from endo_depth_model.loading import load_depth_model
+    from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, weights_fill_border
 
     marked = tmp_path / "filled.safetensors"
     save_file(load_file(vitt_weights), marked, metadata={"fill_border": "1"})
@@ -171,3 +177,6 @@ def test_pipeline_fills_the_border_only_for_weights_trained_so(vitt_weights, tmp
             pipe = DepthPipeline(PipelineConfig(weights=str(weights), latency_mode=mode, input_height=56,
                                                 input_width=70, pose_weights=""))  # fmt: skip
             assert pipe.stream.fill_border is expected
+    # an SSB adapter (stage 2 trains without the fill) switches it off
+    assert not weights_fill_border(PipelineConfig(weights=str(marked), adapter=str(vitt_adapter)))
+    assert not load_depth_model("vitt", marked, adapter=vitt_adapter).fill_border
