@@ -126,7 +126,7 @@ def method_prediction(
 
 def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
     from endo_depth_model.evaluate import EvalConfig, evaluate_sequence, summarise
-    from endo_depth_model.metrics import valid_mask
+    from endo_depth_model.metrics import median_scale, valid_mask
     from endo_depth_model.quality import depth_range_ratio, edge_ordinal_accuracy, instrument_nearer
 
     gt = np.where(fov[None], data["depth"], np.nan)
@@ -156,7 +156,7 @@ def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
         gt_mm = gt[k] * cfg.unit_scale
         scored = valid_mask(gt_mm, cfg.min_depth, cfg.max_depth)
         if dist is not None and scored.sum() >= 10:
-            ratio = np.median(gt_mm[scored]) / np.median(pred_filled[k][scored])
+            ratio = median_scale(gt_mm[scored], pred_filled[k][scored])
             scaled = np.clip(pred_filled[k] * ratio, cfg.min_depth, cfg.max_depth)
             with np.errstate(invalid="ignore", divide="ignore"):
                 err = np.abs(scaled - gt_mm) / gt_mm

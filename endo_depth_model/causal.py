@@ -114,7 +114,6 @@ class CausalDepth:
         max_fit_pixels: int = 20000,
         device: str | torch.device = "cpu",
         precision: str | None = None,
-        fill_border: bool = False,
     ) -> None:
         inner = getattr(model, "model", model)
         if not hasattr(getattr(inner, "head", None), "forward_causal"):
@@ -143,7 +142,7 @@ class CausalDepth:
         self.fit, self.fit_momentum, self.max_fit_pixels = fit, float(fit_momentum), int(max_fit_pixels)
         self.fov_mask: np.ndarray | None = None  # (H, W) bool at the output size: pixels the fit may use
         #: fill the input outside ``fov_mask`` (weights trained so: metadata ``fill_border``)
-        self.fill_border = bool(fill_border)
+        self.fill_border = False
         self._border_fill = BorderFill()
         self.head_passes = 0
         self.encoder_calls = 0

@@ -141,7 +141,7 @@ def fill_outside(x, inside):
     num, den = levels[-1]
     # the coarsest level can have a cell with no inside pixel (a strip along one side of a wide image):
     # the inside's mean there
-    mean = (flat * w).sum((-2, -1), keepdim=True) / w.sum()
+    mean = levels[0][0].sum((-2, -1), keepdim=True) / w.sum()
     est = torch.where(den > 0, num / den.clamp_min(1e-12), mean)
     for num, den in reversed(levels[:-1]):
         up = F.interpolate(est, size=num.shape[-2:], mode="bilinear", align_corners=False)

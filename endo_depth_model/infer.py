@@ -122,26 +122,21 @@ def make_engine(
     if causal:
         from endo_depth_model.causal import CausalDepth
 
-        return CausalDepth(
+        engine = CausalDepth(
+            bundle.model, preprocess, context=causal_context, depth_fn=depth_fn, fit=causal_fit, device=device
+        )
+    else:
+        engine = StreamingDepth(
             bundle.model,
             preprocess,
-            context=causal_context,
+            window=window,
+            overlap=overlap,
+            stride=stride,
+            blend=blend,
             depth_fn=depth_fn,
-            fit=causal_fit,
+            align=align,
             device=device,
-            fill_border=getattr(bundle, "fill_border", False),
         )
-    engine = StreamingDepth(
-        bundle.model,
-        preprocess,
-        window=window,
-        overlap=overlap,
-        stride=stride,
-        blend=blend,
-        depth_fn=depth_fn,
-        align=align,
-        device=device,
-    )
     engine.fill_border = getattr(bundle, "fill_border", False)
     return engine
 

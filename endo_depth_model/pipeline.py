@@ -296,14 +296,16 @@ def weights_fill_border(cfg: PipelineConfig) -> bool:
     """Whether the depth weights (``cfg.weights`` or the shipped model) were trained with the scope's border
     filled (:func:`endo_depth_model.loading.weights_fill_border`) and no SSB adapter (stage 2 does not fill)
     is applied."""
-    if cfg.adapter:
-        return False
+    return not cfg.adapter and loading.weights_fill_border(_configured_weights(cfg))
+
+
+def _configured_weights(cfg: PipelineConfig):
+    """The depth weights file ``cfg`` names (``cfg.weights`` or the shipped model), for reading its
+    metadata; None when there is none or the path is bad (the model loader reports that itself)."""
     try:
-        return loading.weights_fill_border(
-            loading.resolve_weights(cfg.weights, loading.shipped_weights(cfg.model_config))
-        )
+        return loading.resolve_weights(cfg.weights, loading.shipped_weights(cfg.model_config))
     except loading.LoadError:
-        return False  # the model loader reports unreadable weights with its own message
+        return None
 
 
 def resolve_depth_range(cfg: PipelineConfig) -> tuple[float, float]:
@@ -313,8 +315,8 @@ def resolve_depth_range(cfg: PipelineConfig) -> tuple[float, float]:
     lo, hi = cfg.min_depth, cfg.max_depth
     if lo <= 0 or hi <= 0:
         stored: tuple = (None, None)
+        weights = _configured_weights(cfg)
         try:
-            weights = loading.resolve_weights(cfg.weights, loading.shipped_weights(cfg.model_config))
             if weights is not None:
                 stored = loading.weights_depth_range(weights)
         except loading.LoadError:

@@ -72,12 +72,12 @@ def main() -> int:
             "min_depth": "0.001",
             "max_depth": "0.3",
             "dtype": "float16 (cast to float32 on load)",
-            # the engines fill the scope's border as training did (loading.weights_fill_border); stage 2
-            # (the SSB trainer) does not fill, so a merged adapter's weights are left unmarked
-            **({"fill_border": "1"} if weights_fill_border(args.base) and args.checkpoint is None else {}),
+            # the engines fill the scope's border as training did (the bundle says so: marked base weights
+            # without a stage-2 checkpoint, which trains without the fill)
+            **({"fill_border": "1"} if bundle.fill_border else {}),
         },
     )
-    if weights_fill_border(args.base) and args.checkpoint is not None:
+    if weights_fill_border(args.base) and not bundle.fill_border:
         print("note: base trained with the border filled, stage 2 without: the merged weights are unmarked")
     n_values = sum(v.numel() for v in state.values())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n_values:,} values)")
