@@ -18,6 +18,11 @@ Measures, each on one frame (``pred``, ``gt`` depth in any positive scale, ``mas
   by a clear margin. It rewards sharp, correctly placed edges and is blind to smooth shape.
 * :func:`flicker`: for a video, the median relative depth change between consecutive frames on pixels
   whose image does not change (no ground truth needed).
+
+For real footage without instrument masks, :func:`grey_tool_mask` finds the da Vinci instruments of the
+EndoNeRF clip by colour (blue-grey shafts, grey metal on orange-red tissue), so :func:`instrument_nearer`
+can be measured there too. It is a rule for that kind of footage, looked at on the clip, not a general
+instrument segmenter: pale or grey tissue (fascia, gallbladder, smoke) defeats it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = [
     "instrument_nearer",
     "edge_ordinal_accuracy",
     "flicker",
+    "grey_tool_mask",
 ]
 
 
@@ -134,3 +140,24 @@ def flicker(
         if m.sum() >= 100:
             values.append(float(np.median(np.abs(b[m] - a[m]) / a[m])))
     return float(np.median(values)) if values else float("nan")
+
+
+def grey_tool_mask(rgb: np.ndarray, min_area_frac: float = 0.004) -> np.ndarray:
+    """(H, W) bool: instrument pixels of an (H, W, 3) uint8 RGB frame by colour. Blue hue (OpenCV hue
+    90-140 of 180: the instruments' blue-grey sleeves) or nearly no saturation (< 25 of 255: metal) and not
+    dark (value > 40: the scope's border), opened with a kernel of 1/128 of the width, and only the
+    connected parts larger than ``min_area_frac`` of the frame (specular highlights on wet tissue are
+    also unsaturated, but small)."""
+    import cv2
+
+    img = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"grey_tool_mask: expected an (H, W, 3) uint8 image, got shape {img.shape}")
+    hsv = cv2.cvtColor(cv2.GaussianBlur(img, (5, 5), 0), cv2.COLOR_RGB2HSV)
+    hue, sat, val = (hsv[..., i].astype(np.int16) for i in range(3))
+    raw = (((hue >= 90) & (hue <= 140)) | (sat < 25)) & (val > 40)
+    k = max(3, int(round(img.shape[1] / 128)) | 1)
+    opened = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened)
+    big = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] > min_area_frac * img.shape[0] * img.shape[1]) + 1
+    return np.isin(labels, big) if n > 1 else np.zeros(img.shape[:2], bool)

@@ -11,6 +11,7 @@ from endo_depth_model.quality import (
     depth_range_ratio,
     edge_ordinal_accuracy,
     flicker,
+    grey_tool_mask,
     instrument_nearer,
     light_heuristic_depth,
 )
@@ -69,6 +70,34 @@ def test_instrument_order():
     assert instrument_nearer(near, inst) is True
     assert instrument_nearer(far, inst) is False
     assert instrument_nearer(near, np.zeros_like(inst)) is None  # no instrument in view
+
+
+def test_grey_tool_mask_finds_tools_not_highlights_or_pale_tissue():
+    """EndoNeRF-like frame: orange tissue, a blue-grey shaft and a grey metal jaw, small white highlights,
+    a pale pink patch and a black strip: only the two tools come out."""
+    import pytest
+
+    h, w = 128, 160
+    rng = np.random.default_rng(0)
+    rgb = np.empty((h, w, 3), np.uint8)
+    rgb[:] = (200, 110, 70)  # tissue
+    rgb[...] = np.clip(rgb + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
+    shaft = np.zeros((h, w), bool)
+    shaft[70:100, 90:160] = True
+    jaw = np.zeros((h, w), bool)
+    jaw[8:30, 0:50] = True
+    rgb[shaft] = (150, 165, 190)  # blue-grey sleeve
+    rgb[jaw] = (170, 170, 172)  # metal
+    for y, x in ((40, 40), (50, 120), (100, 30)):
+        rgb[y : y + 3, x : x + 3] = 255  # specular highlights
+    rgb[40:70, 60:85] = (215, 170, 190)  # pale pink tissue (hue about 165 of 180)
+    rgb[120:, :] = 0  # black strip
+    mask = grey_tool_mask(rgb)
+    assert mask[shaft].mean() > 0.85 and mask[jaw].mean() > 0.85  # the blur takes a pixel or two of the edge
+    assert mask[~(shaft | jaw)].mean() < 0.01
+    assert not grey_tool_mask(np.zeros((h, w, 3), np.uint8)).any()  # all black: no tool, no crash
+    with pytest.raises(ValueError, match="expected an"):
+        grey_tool_mask(np.zeros((h, w), np.uint8))
 
 
 def test_flicker():
