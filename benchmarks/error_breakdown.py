@@ -1,0 +1,236 @@
+"""Benchmark: where a depth model's error is, on held-out sequences of one preset (a diagnosis for
+model work).
+
+For each sequence the node's causal engine predicts relative disparity ``d``; depth is ``1 / (c + d)`` up to
+scale, with ``c`` the shift the fixed disparity-to-depth conversion implies (min_depth / max_depth about
+0.0033 for the shipped range 0.001-0.3 m). Scored with the per-frame protocol (median scaling, 1e-3 to 150
+mm, the field of view only), it reports:
+
+* ``shift``: the per-frame AbsRel for several shifts ``c``, per sequence: how much a per-sequence choice of
+  the disparity's zero (an oracle here: it needs the truth) would gain over the fixed one;
+* ``by_depth``: pixels binned by true depth over the frame's median; each bin's share of the pixels, its
+  share of the AbsRel (mean over frames of the bin's summed error over the frame's pixels) and the median
+  log ratio predicted / true there (positive: predicted too far);
+* ``boundary``: pixels within 1, 2, 4 and 8 px of a true depth jump (neighbours differing by more than
+  15 %): their share, their part of the AbsRel, and the AbsRel of the rest;
+* ``instruments`` (presets with instruments): AbsRel on instrument pixels and on the tissue, in frames
+  showing one.
+
+    .venv/bin/python benchmarks/error_breakdown.py --preset lap --seeds 10 \\
+        --out benchmarks/results/error_breakdown_v20_lap.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+SHIFTS = (0.0005, 0.001, 0.002, 0.0033, 0.005, 0.01, 0.02)
+DEPTH_BINS = (0.0, 0.3, 0.5, 0.75, 1.0, 1.5, np.inf)
+BOUNDARY_PX = (1, 2, 4, 8)
+JUMP = np.log(1.15)
+
+
+def causal_disparity(bundle, rgbs: np.ndarray) -> np.ndarray:
+    """(T, H, W) relative disparity of the node's causal engine at 224x280, border as the node sees it."""
+    from model_quality import INPUT_SIZE
+
+    from endo_depth_model.fov import detect_fov
+    from endo_depth_model.infer import make_engine
+
+    engine = make_engine(bundle, INPUT_SIZE, 32, 10, None, 8, False, True, "cpu", causal_fit="none")
+    found = detect_fov(rgbs)
+    engine.fov_mask = found.mask if found.kind == "border" else None
+    out = []
+    for rgb in rgbs:
+        out += [r.disparity for r in engine.push(rgb)]
+    out += [r.disparity for r in engine.flush()]
+    return np.stack(out).astype(np.float64)
+
+
+def frame_error(depth: np.ndarray, gt_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-pixel |scaled - true| / true with the per-frame protocol's median scaling and clipping."""
+    scaled = np.clip(depth * (np.median(gt_mm[valid]) / np.median(depth[valid])), 1e-3, 150.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(scaled - gt_mm) / gt_mm
+
+
+def jump_mask(gt_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Pixels next to a true depth jump (a 4-neighbour whose depth differs by more than 15 %)."""
+    lg = np.log(np.where(valid, gt_mm, np.median(gt_mm[valid])))
+    jump = np.zeros(valid.shape, bool)
+    horiz, vert = np.abs(np.diff(lg, axis=1)) > JUMP, np.abs(np.diff(lg, axis=0)) > JUMP
+    jump[:, 1:] |= horiz
+    jump[:, :-1] |= horiz
+    jump[1:, :] |= vert
+    jump[:-1, :] |= vert
+    return jump
+
+
+def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> dict:
+    """One sequence's sums over frames (divided by the frame count in :func:`main`)."""
+    import cv2
+
+    gt = data["depth"] * 1000.0
+    acc = {
+        "frames": 0,
+        "abs_rel": 0.0,
+        "shift": np.zeros(len(SHIFTS)),
+        "bin_share": np.zeros(len(DEPTH_BINS) - 1),
+        "bin_part": np.zeros(len(DEPTH_BINS) - 1),
+        "bin_log": [[] for _ in DEPTH_BINS[1:]],
+        "band_share": np.zeros(len(BOUNDARY_PX)),
+        "band_part": np.zeros(len(BOUNDARY_PX)),
+        "band_rest": np.zeros(len(BOUNDARY_PX)),
+        "inst": [],
+        "tissue": [],
+    }
+    for k in range(len(gt)):
+        valid = fov & np.isfinite(gt[k]) & (gt[k] > 1e-3) & (gt[k] < 150.0)
+        if valid.sum() < 100:
+            continue
+        d = np.maximum(disp[k], 0.0)
+        for i, c in enumerate(SHIFTS):
+            acc["shift"][i] += frame_error(1.0 / (c + d), gt[k], valid)[valid].mean()
+        err = frame_error(1.0 / (shift + d), gt[k], valid)
+        n = valid.sum()
+        acc["frames"] += 1
+        acc["abs_rel"] += err[valid].mean()
+        rel = gt[k] / np.median(gt[k][valid])
+        scaled = 1.0 / (shift + d)
+        scaled = scaled * (np.median(gt[k][valid]) / np.median(scaled[valid]))
+        for b in range(len(DEPTH_BINS) - 1):
+            m = valid & (rel >= DEPTH_BINS[b]) & (rel < DEPTH_BINS[b + 1])
+            acc["bin_share"][b] += m.sum() / n
+            acc["bin_part"][b] += err[m].sum() / n
+            if m.any():
+                acc["bin_log"][b].append(float(np.median(np.log(scaled[m] / gt[k][m]))))
+        jump = jump_mask(gt[k], valid).astype(np.uint8)
+        for i, w in enumerate(BOUNDARY_PX):
+            band = cv2.dilate(jump, np.ones((2 * w + 1, 2 * w + 1), np.uint8)).astype(bool) & valid
+            acc["band_share"][i] += band.sum() / n
+            acc["band_part"][i] += err[band].sum() / n
+            acc["band_rest"][i] += err[valid & ~band].mean() if (valid & ~band).any() else 0.0
+        inst = data.get("instruments")
+        if inst is not None and (inst[k] & valid).sum() >= 30:
+            acc["inst"].append(float(err[inst[k] & valid].mean()))
+            acc["tissue"].append(float(err[valid & ~inst[k]].mean()))
+    return acc
+
+
+def main() -> int:
+    import torch
+    from model_quality import FIRST_SEED, at_precision, render
+    from tqdm import tqdm
+
+    from endo_depth_model.fov import detect_fov
+    from endo_depth_model.loading import load_depth_model, shipped_weights, weights_depth_range
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, default=shipped_weights("vitt"))
+    ap.add_argument("--preset", default="lap", choices=list(FIRST_SEED))
+    ap.add_argument("--seeds", type=int, default=10, help="held-out sequences (model_quality's seeds)")
+    ap.add_argument("--data", type=Path, default=ROOT / "runs/quality_data")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    lo, hi = weights_depth_range(args.weights)
+    lo, hi = 0.001 if lo is None else lo, 0.3 if hi is None else hi
+    shift = (1.0 / hi) / (1.0 / lo - 1.0 / hi)  # the conversion's c, up to scale
+    bundle = at_precision(load_depth_model("vitt", args.weights), "fp32")
+    t0 = time.time()
+    seqs = {}
+    for seed in tqdm([FIRST_SEED[args.preset] + i for i in range(args.seeds)], desc=args.preset, unit="seq"):
+        data = render(args.preset, seed, 32, (256, 320), args.data)
+        fov = detect_fov(data["rgb"]).mask
+        seqs[seed] = breakdown(causal_disparity(bundle, data["rgb"]), data, fov, shift)
+    per_seq_shift = np.stack([a["shift"] / a["frames"] for a in seqs.values()])
+    frames = sum(a["frames"] for a in seqs.values())
+
+    def total(key):
+        return sum(a[key] for a in seqs.values()) / frames
+
+    inst = [x for a in seqs.values() for x in a["inst"]]
+    tissue = [x for a in seqs.values() for x in a["tissue"]]
+    result = {
+        "weights": str(args.weights),
+        "preset": args.preset,
+        "seeds": list(seqs),
+        "frames": frames,
+        "conversion_shift": shift,
+        "abs_rel": total("abs_rel"),
+        "shift": {
+            "shifts": list(SHIFTS),
+            "mean": per_seq_shift.mean(0).tolist(),
+            "per_sequence": {str(s): row.tolist() for s, row in zip(seqs, per_seq_shift, strict=True)},
+            "oracle_per_sequence": float(per_seq_shift.min(1).mean()),
+        },
+        "by_depth": [
+            {
+                "true_over_median": [DEPTH_BINS[b], DEPTH_BINS[b + 1]],
+                "pixel_share": total("bin_share")[b],
+                "abs_rel_part": total("bin_part")[b],
+                "median_log_pred_over_true": float(
+                    np.mean([x for a in seqs.values() for x in a["bin_log"][b]] or [np.nan])
+                ),
+            }
+            for b in range(len(DEPTH_BINS) - 1)
+        ],
+        "boundary": [
+            {
+                "within_px": w,
+                "pixel_share": total("band_share")[i],
+                "abs_rel_part": total("band_part")[i],
+                "abs_rel_elsewhere": total("band_rest")[i],
+            }
+            for i, w in enumerate(BOUNDARY_PX)
+        ],
+        "instruments": {
+            "frames": len(inst),
+            "abs_rel_instrument": float(np.mean(inst)) if inst else None,
+            "abs_rel_tissue": float(np.mean(tissue)) if tissue else None,
+        },
+        "minutes": (time.time() - t0) / 60,
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=float))
+    # one-screen summary
+    print(f"\n{args.preset}: {args.weights}, {frames} frames, per-frame AbsRel {result['abs_rel']:.4f}")
+    means = zip(SHIFTS, result["shift"]["mean"], strict=True)
+    print("disparity shift c:  " + "  ".join(f"{c:g}: {m:.4f}" for c, m in means))
+    print(f"  the best c for each sequence (oracle): {result['shift']['oracle_per_sequence']:.4f}")
+    for row in result["by_depth"]:
+        lo_b, hi_b = row["true_over_median"]
+        print(
+            f"true / median in [{lo_b:g}, {hi_b:g}): {100 * row['pixel_share']:5.1f} % of pixels, "
+            f"{row['abs_rel_part']:.4f} of the AbsRel, "
+            f"median log(pred / true) {row['median_log_pred_over_true']:+.3f}"
+        )
+    for row in result["boundary"]:
+        print(
+            f"within {row['within_px']} px of a depth jump: {100 * row['pixel_share']:4.1f} % of pixels, "
+            f"{row['abs_rel_part']:.4f} of the AbsRel; AbsRel elsewhere {row['abs_rel_elsewhere']:.4f}"
+        )
+    if inst:
+        print(
+            f"instruments ({len(inst)} frames): AbsRel {result['instruments']['abs_rel_instrument']:.3f}, "
+            f"tissue {result['instruments']['abs_rel_tissue']:.3f}"
+        )
+    print(f"saved {args.out} ({result['minutes']:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
