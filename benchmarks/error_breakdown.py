@@ -13,8 +13,8 @@ mm, the field of view only), it reports:
   log ratio predicted / true there (positive: predicted too far);
 * ``boundary``: pixels within 1, 2, 4 and 8 px of a true depth jump (neighbours differing by more than
   15 %): their share, their part of the AbsRel, and the AbsRel of the rest;
-* ``instruments`` (presets with instruments): AbsRel on instrument pixels and on the tissue, in frames
-  showing one.
+* ``instruments`` (presets with instruments): AbsRel on instrument pixels and on the tissue, and the
+  instruments' share of the pixels, in frames showing one.
 
     .venv/bin/python benchmarks/error_breakdown.py --preset lap --seeds 10 \\
         --out benchmarks/results/error_breakdown_v20_lap.json
@@ -94,6 +94,7 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
         "band_rest": np.zeros(len(BOUNDARY_PX)),
         "inst": [],
         "tissue": [],
+        "inst_share": [],
     }
     for k in range(len(gt)):
         valid = fov & np.isfinite(gt[k]) & (gt[k] > 1e-3) & (gt[k] < 150.0)
@@ -125,6 +126,7 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
         if inst is not None and (inst[k] & valid).sum() >= 30:
             acc["inst"].append(float(err[inst[k] & valid].mean()))
             acc["tissue"].append(float(err[valid & ~inst[k]].mean()))
+            acc["inst_share"].append(float((inst[k] & valid).sum() / n))
     return acc
 
 
@@ -163,6 +165,7 @@ def main() -> int:
 
     inst = [x for a in seqs.values() for x in a["inst"]]
     tissue = [x for a in seqs.values() for x in a["tissue"]]
+    shares = [x for a in seqs.values() for x in a["inst_share"]]
     result = {
         "weights": str(args.weights),
         "preset": args.preset,
@@ -200,6 +203,7 @@ def main() -> int:
             "frames": len(inst),
             "abs_rel_instrument": float(np.mean(inst)) if inst else None,
             "abs_rel_tissue": float(np.mean(tissue)) if tissue else None,
+            "pixel_share": float(np.mean(shares)) if shares else None,
         },
         "minutes": (time.time() - t0) / 60,
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
@@ -226,7 +230,8 @@ def main() -> int:
     if inst:
         print(
             f"instruments ({len(inst)} frames): AbsRel {result['instruments']['abs_rel_instrument']:.3f}, "
-            f"tissue {result['instruments']['abs_rel_tissue']:.3f}"
+            f"tissue {result['instruments']['abs_rel_tissue']:.3f}, "
+            f"{100 * result['instruments']['pixel_share']:.0f} % of those frames' pixels"
         )
     print(f"saved {args.out} ({result['minutes']:.1f} min)")
     return 0

@@ -107,6 +107,28 @@ def test_depth_log_loss_is_the_median_scaled_evaluation_after_the_conversion():
     assert depth_log_loss(garbage, depth, valid, lo, hi) > 0.05
 
 
+def test_instrument_focus_weighs_the_instrument_pixels_with_the_frames_median():
+    from endo_depth_model.preprocess import depth_to_disparity
+
+    lo, hi = 0.001, 0.3
+    depth = torch.full((2, 24, 32), 0.08)
+    tool = torch.zeros_like(depth, dtype=torch.bool)
+    tool[:, 4:10, 20:32] = True  # a shaft entering from the right, near the scope
+    depth[tool] = 0.02
+    valid = torch.ones_like(tool)
+    far_tool = depth.clone()
+    far_tool[tool] = 0.04  # its depth predicted twice too far, the tissue exact
+    pred = depth_to_disparity(far_tool, lo, hi)
+    whole = depth_log_loss(pred, depth, valid, lo, hi)
+    on_tool = depth_log_loss(pred, depth, valid, lo, hi, focus=tool)
+    # the tissue's median sets the scale, so the tool's pixels carry the full log error, log 2
+    assert abs(on_tool - np.log(2.0)) < 1e-3 and on_tool > 5 * whole
+    assert depth_log_loss(pred, depth, valid, lo, hi, focus=~tool) < 1e-5  # the tissue is right
+    assert depth_log_loss(pred, depth, valid, lo, hi, focus=torch.zeros_like(tool)) == 0
+    with pytest.raises(ValueError, match="instrument_weight"):
+        pretrain(PretrainConfig(instrument_weight=-1.0))
+
+
 def test_clip_log_loss_frees_one_scale_per_clip_not_per_frame():
     from endo_depth_model.preprocess import depth_to_disparity
 
@@ -236,6 +258,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         photometric_aug=1.0,
         albedo_aug=1.0,
         causal_fraction=0.75,
+        instrument_weight=1.0,  # the masks follow the clip's flip
         schedule="cosine",
         device="cpu",
     )
