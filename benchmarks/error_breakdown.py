@@ -41,23 +41,6 @@ BOUNDARY_PX = (1, 2, 4, 8)
 JUMP = np.log(1.15)
 
 
-def causal_disparity(bundle, rgbs: np.ndarray) -> np.ndarray:
-    """(T, H, W) relative disparity of the node's causal engine at 224x280, border as the node sees it."""
-    from model_quality import INPUT_SIZE
-
-    from endo_depth_model.fov import detect_fov
-    from endo_depth_model.infer import make_engine
-
-    engine = make_engine(bundle, INPUT_SIZE, 32, 10, None, 8, False, True, "cpu", causal_fit="none")
-    found = detect_fov(rgbs)
-    engine.fov_mask = found.mask if found.kind == "border" else None
-    out = []
-    for rgb in rgbs:
-        out += [r.disparity for r in engine.push(rgb)]
-    out += [r.disparity for r in engine.flush()]
-    return np.stack(out).astype(np.float64)
-
-
 def frame_error(depth: np.ndarray, gt_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per-pixel |scaled - true| / true with the per-frame protocol's median scaling and clipping."""
     scaled = np.clip(depth * (np.median(gt_mm[valid]) / np.median(depth[valid])), 1e-3, 150.0)
@@ -132,7 +115,7 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
 
 def main() -> int:
     import torch
-    from model_quality import FIRST_SEED, at_precision, render
+    from model_quality import FIRST_SEED, at_precision, predict_disparity, render
     from tqdm import tqdm
 
     from endo_depth_model.fov import detect_fov
@@ -156,7 +139,9 @@ def main() -> int:
     for seed in tqdm([FIRST_SEED[args.preset] + i for i in range(args.seeds)], desc=args.preset, unit="seq"):
         data = render(args.preset, seed, 32, (256, 320), args.data)
         fov = detect_fov(data["rgb"]).mask
-        seqs[seed] = breakdown(causal_disparity(bundle, data["rgb"]), data, fov, shift)
+        seqs[seed] = breakdown(
+            predict_disparity(bundle, data["rgb"], "none").astype(np.float64), data, fov, shift
+        )
     per_seq_shift = np.stack([a["shift"] / a["frames"] for a in seqs.values()])
     frames = sum(a["frames"] for a in seqs.values())
 

@@ -87,13 +87,11 @@ def at_precision(bundle, precision: str):
     return dataclasses.replace(bundle, model=TorchBackend(bundle.model, precision=precision))
 
 
-def predict(
-    bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float, input_hw=INPUT_SIZE, context=None
-) -> np.ndarray:
+def predict_disparity(bundle, rgbs: np.ndarray, per_frame, input_hw=INPUT_SIZE, context=None) -> np.ndarray:
     """``per_frame``: True (T = 1), False (aligned streaming) or a causal fit name (causal engine), with the
-    network at ``input_hw``; the depth comes back at the frames' size."""
+    network at ``input_hw``; the relative disparity comes back at the frames' size, (T, H, W), in the
+    engine's dtype."""
     from endo_depth_model.infer import make_engine
-    from endo_depth_model.preprocess import disparity_to_depth
 
     causal = isinstance(per_frame, str)
     window, overlap, blend = (1, 0, 0) if per_frame is True else (32, 10, 8)
@@ -109,7 +107,17 @@ def predict(
     for rgb in rgbs:
         disp += [r.disparity for r in engine.push(rgb)]
     disp += [r.disparity for r in engine.flush()]
-    return np.asarray(disparity_to_depth(np.stack(disp), min_depth, max_depth), dtype=np.float64)
+    return np.stack(disp)
+
+
+def predict(
+    bundle, rgbs: np.ndarray, per_frame, min_depth: float, max_depth: float, input_hw=INPUT_SIZE, context=None
+) -> np.ndarray:
+    """:func:`predict_disparity` through the fixed disparity-to-depth conversion."""
+    from endo_depth_model.preprocess import disparity_to_depth
+
+    disp = predict_disparity(bundle, rgbs, per_frame, input_hw, context)
+    return np.asarray(disparity_to_depth(disp, min_depth, max_depth), dtype=np.float64)
 
 
 def method_prediction(
