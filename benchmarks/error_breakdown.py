@@ -35,17 +35,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from endo_depth_model.evaluate import EvalConfig  # noqa: E402
+
 SHIFTS = (0.0005, 0.001, 0.002, 0.0033, 0.005, 0.01, 0.02)
 DEPTH_BINS = (0.0, 0.3, 0.5, 0.75, 1.0, 1.5, np.inf)
 BOUNDARY_PX = (1, 2, 4, 8)
 JUMP = np.log(1.15)
 
+#: the per-frame protocol's constants (valid truth in millimetres, clipping)
+PROTOCOL = EvalConfig()
 
-def frame_error(depth: np.ndarray, gt_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per-pixel |scaled - true| / true with the per-frame protocol's median scaling and clipping."""
-    scaled = np.clip(depth * (np.median(gt_mm[valid]) / np.median(depth[valid])), 1e-3, 150.0)
+
+def scaled_and_error(depth: np.ndarray, gt_mm: np.ndarray, valid: np.ndarray):
+    """The per-frame protocol on one frame (:mod:`endo_depth_model.evaluate`): ``depth`` times its median
+    scale to the truth over ``valid``, and the per-pixel |clipped scaled - true| / true."""
+    from endo_depth_model.metrics import median_scale
+
+    scaled = depth * median_scale(gt_mm[valid], depth[valid])
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.abs(scaled - gt_mm) / gt_mm
+        return scaled, np.abs(np.clip(scaled, PROTOCOL.min_depth, PROTOCOL.max_depth) - gt_mm) / gt_mm
 
 
 def jump_mask(gt_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -64,7 +72,9 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
     """One sequence's sums over frames (divided by the frame count in :func:`main`)."""
     import cv2
 
-    gt = data["depth"] * 1000.0
+    from endo_depth_model.metrics import valid_mask
+
+    gt = data["depth"] * PROTOCOL.unit_scale
     acc = {
         "frames": 0,
         "abs_rel": 0.0,
@@ -80,19 +90,17 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
         "inst_share": [],
     }
     for k in range(len(gt)):
-        valid = fov & np.isfinite(gt[k]) & (gt[k] > 1e-3) & (gt[k] < 150.0)
+        valid = fov & valid_mask(gt[k], PROTOCOL.min_depth, PROTOCOL.max_depth)
         if valid.sum() < 100:
             continue
         d = np.maximum(disp[k], 0.0)
         for i, c in enumerate(SHIFTS):
-            acc["shift"][i] += frame_error(1.0 / (c + d), gt[k], valid)[valid].mean()
-        err = frame_error(1.0 / (shift + d), gt[k], valid)
+            acc["shift"][i] += scaled_and_error(1.0 / (c + d), gt[k], valid)[1][valid].mean()
+        scaled, err = scaled_and_error(1.0 / (shift + d), gt[k], valid)
         n = valid.sum()
         acc["frames"] += 1
         acc["abs_rel"] += err[valid].mean()
         rel = gt[k] / np.median(gt[k][valid])
-        scaled = 1.0 / (shift + d)
-        scaled = scaled * (np.median(gt[k][valid]) / np.median(scaled[valid]))
         for b in range(len(DEPTH_BINS) - 1):
             m = valid & (rel >= DEPTH_BINS[b]) & (rel < DEPTH_BINS[b + 1])
             acc["bin_share"][b] += m.sum() / n

@@ -237,17 +237,17 @@ def static_odometry(weights: Path, rgbs: np.ndarray) -> dict:
     }
 
 
-def real_instrument_order(rgbs: np.ndarray, fov: np.ndarray, *preds: np.ndarray) -> dict:
-    """Instrument order on a real clip whose instruments :func:`grey_tool_mask` finds: for the aligned,
+def real_instrument_order(masks: list, fov: np.ndarray, *preds: np.ndarray) -> dict:
+    """Instrument order on a real clip whose instruments :func:`grey_tool_mask` finds (``masks``, one per
+    frame): for the aligned,
     per-frame, causal and light-heuristic depths (``preds``, in that order), the share of frames whose
     instrument pixels are predicted nearer than the tissue around them, and the share of (frame,
     instrument) pairs, each connected instrument region on its own (two tools, one of them wrongly far,
     fail the pair measure but may pass the frame's)."""
     import cv2
 
-    from endo_depth_model.quality import grey_tool_mask, instrument_nearer
+    from endo_depth_model.quality import instrument_nearer
 
-    masks = [grey_tool_mask(x) for x in rgbs]
     out: dict = {}
     for name, pred in zip(("aligned", "per_frame", "causal", "light_heuristic"), preds, strict=True):
         frames, tools = [], []
@@ -379,21 +379,22 @@ def main() -> int:
         fa, fs = flicker(aligned, rgbs, fov), flicker(single, rgbs, fov)
         fc = flicker(causal, rgbs, fov)
         heur = np.stack([light_heuristic_depth(x) for x in rgbs])
-        if args.previews is not None and name == "endonerf_pulling":
-            args.previews.mkdir(parents=True, exist_ok=True)
-            tiles = []
-            for k in np.linspace(0, len(rgbs) - 1, 3).astype(int):
-                shade = rgbs[k].copy()
-                on = grey_tool_mask(rgbs[k])
-                shade[on] = (0.5 * shade[on] + [127, 0, 0]).astype(np.uint8)
-                tiles.append(shade)
-            cv2.imwrite(str(args.previews / f"{name}_tool_masks.png"), np.concatenate(tiles, 1)[..., ::-1])
         odo = static_odometry(args.weights, rgbs) if name == "endonerf_pulling" else {}
         # instrument order where a colour rule finds the instruments (EndoNeRF's blue-grey da Vinci tools;
         # the laparoscopic clip's grey tools on pale tissue defeat it)
         tools = {}
         if name == "endonerf_pulling":
-            tools = real_instrument_order(rgbs, fov, aligned, single, causal, heur)
+            masks = [grey_tool_mask(x) for x in rgbs]
+            tools = real_instrument_order(masks, fov, aligned, single, causal, heur)
+            if args.previews is not None:
+                args.previews.mkdir(parents=True, exist_ok=True)
+                tiles = []
+                for k in np.linspace(0, len(rgbs) - 1, 3).astype(int):
+                    shade = rgbs[k].copy()
+                    shade[masks[k]] = (0.5 * shade[masks[k]] + [127, 0, 0]).astype(np.uint8)
+                    tiles.append(shade)
+                path = args.previews / f"{name}_tool_masks.png"
+                cv2.imwrite(str(path), np.concatenate(tiles, 1)[..., ::-1])
         results["real"][name] = {
             **odo,
             **tools,

@@ -945,20 +945,17 @@ def pretrain(cfg: PretrainConfig) -> Path:
             loss = loss + cfg.shift_weight * scale_only_loss(pred, target, valid)
         if cfg.log_weight > 0:
             loss = loss + cfg.log_weight * log_scale_loss(pred, target, valid)
+        safe = torch.nan_to_num(depth, nan=cfg.max_depth)  # the log-depth terms' target (NaN: invalid)
         if cfg.depth_log_weight > 0:
-            safe = torch.nan_to_num(depth, nan=cfg.max_depth)
             dlog = depth_log_loss(pred, safe, valid, cfg.min_depth, cfg.max_depth)
             loss = loss + cfg.depth_log_weight * dlog
-        if tools is not None and bool((tools > 0.5).any()):
-            safe = torch.nan_to_num(depth, nan=cfg.max_depth)
-            focus = tools > 0.5
+        focus = None if tools is None else tools > 0.5
+        if focus is not None and bool(focus.any()):
             loss = loss + cfg.instrument_weight * depth_log_loss(
                 pred, safe, valid, cfg.min_depth, cfg.max_depth, focus=focus
             )
         if cfg.clip_log_weight > 0:
-            loss = loss + cfg.clip_log_weight * clip_log_loss(
-                pred, torch.nan_to_num(depth, nan=cfg.max_depth), valid, cfg.min_depth, cfg.max_depth
-            )
+            loss = loss + cfg.clip_log_weight * clip_log_loss(pred, safe, valid, cfg.min_depth, cfg.max_depth)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
