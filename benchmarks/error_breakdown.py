@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from endo_depth_model.evaluate import EvalConfig  # noqa: E402
+from endo_depth_model.evaluate import EvalConfig, frame_error_map  # noqa: E402
 
 SHIFTS = (0.0005, 0.001, 0.002, 0.0033, 0.005, 0.01, 0.02)
 DEPTH_BINS = (0.0, 0.3, 0.5, 0.75, 1.0, 1.5, np.inf)
@@ -44,16 +44,6 @@ JUMP = np.log(1.15)
 
 #: the per-frame protocol's constants (valid truth in millimetres, clipping)
 PROTOCOL = EvalConfig()
-
-
-def scaled_and_error(depth: np.ndarray, gt_mm: np.ndarray, valid: np.ndarray):
-    """The per-frame protocol on one frame (:mod:`endo_depth_model.evaluate`): ``depth`` times its median
-    scale to the truth over ``valid``, and the per-pixel |clipped scaled - true| / true."""
-    from endo_depth_model.metrics import median_scale
-
-    scaled = depth * median_scale(gt_mm[valid], depth[valid])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return scaled, np.abs(np.clip(scaled, PROTOCOL.min_depth, PROTOCOL.max_depth) - gt_mm) / gt_mm
 
 
 def jump_mask(gt_mm: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -95,8 +85,8 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
             continue
         d = np.maximum(disp[k], 0.0)
         for i, c in enumerate(SHIFTS):
-            acc["shift"][i] += scaled_and_error(1.0 / (c + d), gt[k], valid)[1][valid].mean()
-        scaled, err = scaled_and_error(1.0 / (shift + d), gt[k], valid)
+            acc["shift"][i] += frame_error_map(gt[k], 1.0 / (c + d), valid, PROTOCOL)[1][valid].mean()
+        scaled, err = frame_error_map(gt[k], 1.0 / (shift + d), valid, PROTOCOL)
         n = valid.sum()
         acc["frames"] += 1
         acc["abs_rel"] += err[valid].mean()

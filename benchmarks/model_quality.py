@@ -134,8 +134,8 @@ def method_prediction(
 
 
 def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
-    from endo_depth_model.evaluate import EvalConfig, evaluate_sequence, summarise
-    from endo_depth_model.metrics import median_scale, valid_mask
+    from endo_depth_model.evaluate import EvalConfig, evaluate_sequence, frame_error_map, summarise
+    from endo_depth_model.metrics import valid_mask
     from endo_depth_model.quality import depth_range_ratio, edge_ordinal_accuracy, instrument_nearer
 
     gt = np.where(fov[None], data["depth"], np.nan)
@@ -165,10 +165,7 @@ def score(pred: np.ndarray, data: dict, fov: np.ndarray) -> dict:
         gt_mm = gt[k] * cfg.unit_scale
         scored = valid_mask(gt_mm, cfg.min_depth, cfg.max_depth)
         if dist is not None and scored.sum() >= 10:
-            ratio = median_scale(gt_mm[scored], pred_filled[k][scored])
-            scaled = np.clip(pred_filled[k] * ratio, cfg.min_depth, cfg.max_depth)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                err = np.abs(scaled - gt_mm) / gt_mm
+            err = frame_error_map(gt_mm, pred_filled[k], scored, cfg)[1]
             band = scored & (dist <= RIM_PX)
             if band.sum() >= 10 and (scored & ~band).sum() >= 10:
                 rim.append(float(err[band].mean()))

@@ -45,6 +45,7 @@ __all__ = [
     "SequenceEval",
     "MethodResult",
     "evaluate_sequence",
+    "frame_error_map",
     "summarise",
     "format_table",
     "format_params",
@@ -92,6 +93,24 @@ class SequenceEval:
 def _frame_metrics(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, cfg: EvalConfig) -> dict:
     p = np.clip(pred[mask], cfg.min_depth, cfg.max_depth)
     return depth_errors(gt[mask], p)
+
+
+def frame_error_map(
+    gt: np.ndarray, pred: np.ndarray, mask: np.ndarray, cfg: EvalConfig = EvalConfig()
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-frame protocol of :func:`evaluate_sequence` on one frame, pixel by pixel, for diagnostics
+    that average the error over parts of the frame (the scope's rim, depth bins, instruments).
+
+    ``gt`` (H, W) truth in the evaluation's unit (metres times ``cfg.unit_scale``), ``pred`` (H, W)
+    positive depth in any scale, ``mask`` (H, W) the scored pixels (:func:`valid_mask` and any field of
+    view). Returns ``(scaled, err)``: ``pred`` times its median scale to ``gt`` over ``mask`` (not
+    clipped), and ``|clip(scaled) - gt| / gt``, meaningful inside ``mask`` only. The mean of ``err`` over
+    ``mask`` is the frame's AbsRel in :func:`evaluate_sequence`.
+    """
+    scaled = pred * median_scale(gt[mask], pred[mask])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = np.abs(np.clip(scaled, cfg.min_depth, cfg.max_depth) - gt) / gt
+    return scaled, err
 
 
 def evaluate_sequence(

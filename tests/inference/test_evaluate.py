@@ -14,6 +14,7 @@ from endo_depth_model.evaluate import (
     evaluate_sequence,
     format_params,
     format_table,
+    frame_error_map,
     save_report,
     summarise,
 )
@@ -48,6 +49,22 @@ def test_per_frame_protocol_clips_and_masks_like_af_sfmlearner():
     # scaled 1e-5 is clipped up to 1e-3
     res = evaluate_sequence("s", gt3, np.array([[[1e-6, 2.0, 3.0]]]), "per-frame", RAW)
     assert res.frame_errors[0]["abs_rel"] == pytest.approx((10 - 1e-3) / 10 / 3)
+
+
+def test_frame_error_map_is_the_per_frame_protocol_pixel_by_pixel():
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(5.0, 140.0, (2, 12, 16))
+    gt[0, :2] = 400.0  # beyond the protocol's 150: not scored
+    pred = gt * rng.uniform(0.5, 2.0, gt.shape) * np.array([3.0, 0.2])[:, None, None]
+    pred[1, 5, 5] = 1e6  # clipped to 150 after scaling
+    res = evaluate_sequence("s", gt, pred, "per-frame", RAW)
+    for k in range(2):
+        mask = (gt[k] > RAW.min_depth) & (gt[k] < RAW.max_depth)
+        scaled, err = frame_error_map(gt[k], pred[k], mask, RAW)
+        assert np.median(scaled[mask]) == pytest.approx(np.median(gt[k][mask]))
+        assert err[mask].mean() == pytest.approx(res.frame_errors[k]["abs_rel"], rel=1e-12)
+    g = gt[1, 5, 5]
+    assert scaled[5, 5] > RAW.max_depth and err[5, 5] == pytest.approx((RAW.max_depth - g) / g)
 
 
 def test_per_sequence_protocol_mad_alignment_recovers_affine_prediction():
