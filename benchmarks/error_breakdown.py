@@ -14,7 +14,8 @@ mm, the field of view only), it reports:
 * ``boundary``: pixels within 1, 2, 4 and 8 px of a true depth jump (neighbours differing by more than
   15 %): their share, their part of the AbsRel, and the AbsRel of the rest;
 * ``instruments`` (presets with instruments): AbsRel on instrument pixels and on the tissue, and the
-  instruments' share of the pixels, in frames showing one.
+  instruments' share of the pixels and their median log ratio predicted / true (mean over frames), in
+  frames showing one.
 
     .venv/bin/python benchmarks/error_breakdown.py --preset lap --seeds 10 \\
         --out benchmarks/results/error_breakdown_v20_lap.json
@@ -76,6 +77,7 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
         "band_part": np.zeros(len(BOUNDARY_PX)),
         "band_rest": np.zeros(len(BOUNDARY_PX)),
         "inst": [],
+        "inst_log": [],
         "tissue": [],
         "inst_share": [],
     }
@@ -106,6 +108,8 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
         inst = data.get("instruments")
         if inst is not None and (inst[k] & valid).sum() >= 30:
             acc["inst"].append(float(err[inst[k] & valid].mean()))
+            on = inst[k] & valid
+            acc["inst_log"].append(float(np.median(np.log(scaled[on] / gt[k][on]))))
             acc["tissue"].append(float(err[valid & ~inst[k]].mean()))
             acc["inst_share"].append(float((inst[k] & valid).sum() / n))
     return acc
@@ -147,6 +151,7 @@ def main() -> int:
         return sum(a[key] for a in seqs.values()) / frames
 
     inst = [x for a in seqs.values() for x in a["inst"]]
+    inst_log = [x for a in seqs.values() for x in a["inst_log"]]
     tissue = [x for a in seqs.values() for x in a["tissue"]]
     shares = [x for a in seqs.values() for x in a["inst_share"]]
     result = {
@@ -186,6 +191,7 @@ def main() -> int:
             "frames": len(inst),
             "abs_rel_instrument": float(np.mean(inst)) if inst else None,
             "abs_rel_tissue": float(np.mean(tissue)) if tissue else None,
+            "median_log_pred_over_true": float(np.mean(inst_log)) if inst_log else None,
             "pixel_share": float(np.mean(shares)) if shares else None,
         },
         "minutes": (time.time() - t0) / 60,
@@ -214,7 +220,8 @@ def main() -> int:
         print(
             f"instruments ({len(inst)} frames): AbsRel {result['instruments']['abs_rel_instrument']:.3f}, "
             f"tissue {result['instruments']['abs_rel_tissue']:.3f}, "
-            f"{100 * result['instruments']['pixel_share']:.0f} % of those frames' pixels"
+            f"{100 * result['instruments']['pixel_share']:.0f} % of those frames' pixels, "
+            f"median log(pred / true) {result['instruments']['median_log_pred_over_true']:+.3f}"
         )
     print(f"saved {args.out} ({result['minutes']:.1f} min)")
     return 0

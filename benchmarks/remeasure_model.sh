@@ -14,7 +14,10 @@
 #   filter       benchmarks/temporal_filter.py (the still-pixel filter)
 #   kinematic    benchmarks/kinematic_scale.py (the photometric kinematic scale of the tests) on seeds 0-3
 #   loop         endo-depth loop --duration 5 --height 72 --width 96 --margin-mm 5 --seed 0..5
-#   demo         endo-depth demo (the README's figures and picture) and the 24-frame demo of tests/ros
+#   integration  endo-depth loop, 12 s: seeds 1, 2, 3, 0 with and without the plausibility check, and the
+#                frozen-image fault (docs/integration.md's table; closed_loop_12s_LABEL.json)
+#   demo         endo-depth demo (the README's figures and picture) and the 24-frame demo of tests/ros (summaries
+#                saved as demo_LABEL.json and demo24_LABEL.json)
 #   eval         endo-depth eval on the held-out target tubes (aligned, T = 32, fp32)
 #
 # The docs then take the numbers from these files (docs/BENCHMARKS.md says which figure comes from where).
@@ -64,11 +67,40 @@ json.dump({"model": f"{sys.argv[3]} at 56x70", "runs": runs,
           open(sys.argv[2], "w"), indent=1, default=float)
 PY
 }
+step_integration() {
+    # docs/integration.md's table: 12 s at a 15 mm stand-off, margin 3 mm, seeds 1, 2, 3, 0 with and
+    # without the controller's plausibility check, and the frozen-image fault from 2 s (seed 1)
+    local s check
+    for s in 1 2 3 0; do
+        for check in on off; do
+            rm -rf "$OUT/int_s${s}_$check"
+            $PY -m endo_depth_ros.cli loop --weights "$W" --seed "$s" --out "$OUT/int_s${s}_$check" \
+                --domain-id "$ROS_DOMAIN_ID" $([ "$check" = off ] && echo --no-plausibility-check) || true
+        done
+    done
+    rm -rf "$OUT/int_frozen"
+    $PY -m endo_depth_ros.cli loop --weights "$W" --duration 6 --height 72 --width 96 --margin-mm 5 \
+        --freeze-image-after-s 2 --out "$OUT/int_frozen" --domain-id "$ROS_DOMAIN_ID" || true
+    $PY - "$OUT" "$R/closed_loop_12s_$LABEL.json" "$LABEL" <<'PY'
+import json, sys
+from pathlib import Path
+runs = {}
+for name in [f"int_s{s}_{c}" for s in (1, 2, 3, 0) for c in ("on", "off")] + ["int_frozen"]:
+    report = Path(sys.argv[1]) / name / "report.json"
+    runs[name] = json.loads(report.read_text())["summary"] if report.is_file() else None
+json.dump({"model": sys.argv[3], "runs": runs, "commands": {
+    "int_sS_on": "endo-depth loop --seed S", "int_sS_off": "endo-depth loop --seed S --no-plausibility-check",
+    "int_frozen": "endo-depth loop --duration 6 --height 72 --width 96 --margin-mm 5 --freeze-image-after-s 2"}},
+    open(sys.argv[2], "w"), indent=1, default=float)
+PY
+}
 step_demo() {
     rm -rf "$OUT/demo" "$OUT/demo24"
     $PY -m endo_depth_ros.cli demo --weights "$W" --out "$OUT/demo" --domain-id "$ROS_DOMAIN_ID"
     $PY -m endo_depth_ros.cli demo --weights "$W" --frames 24 --height 96 --width 128 --out "$OUT/demo24" \
         --domain-id "$ROS_DOMAIN_ID"
+    cp "$OUT/demo/summary.json" "$R/demo_$LABEL.json"
+    cp "$OUT/demo24/summary.json" "$R/demo24_$LABEL.json"
 }
 step_eval() {
     local s
@@ -81,7 +113,7 @@ step_eval() {
     cp "$OUT/eval/results.json" "$R/eval_target_$LABEL.json"
 }
 
-read -r -a STEPS <<< "${STEPS:-quality quality56 static filter kinematic loop demo eval}"  # STEPS="loop demo" ...
+read -r -a STEPS <<< "${STEPS:-quality quality56 static filter kinematic loop integration demo eval}"  # STEPS="loop demo" ...
 running=0
 domain=60
 for step in "${STEPS[@]}"; do

@@ -40,3 +40,5 @@ def test_exact_prediction_has_no_error_and_blur_sits_at_the_boundary():
     abs_rel = acc["abs_rel"] / acc["frames"]
     assert part > 0.9 * abs_rel and rest < 0.1 * abs_rel and 0 < share < 1
     assert np.mean(acc["inst"]) > np.mean(acc["tissue"])  # the small near box suffers most
+    assert len(exact["inst_log"]) == 3 and max(abs(x) for x in exact["inst_log"]) < 1e-9
+    assert len(acc["inst_log"]) == 3 and np.mean(acc["inst_log"]) > 0.05  # blurred: the near box too far
