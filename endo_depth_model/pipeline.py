@@ -299,6 +299,25 @@ def weights_fill_border(cfg: PipelineConfig) -> bool:
     return not cfg.adapter and loading.weights_fill_border(_configured_weights(cfg))
 
 
+def fill_border_warning(cfg: PipelineConfig) -> str | None:
+    """Why depth weights trained with the scope's border filled (``pretrain --fill-border``) run without the
+    fill under ``cfg``, or None: the fill needs ``fov_mask`` auto (the detected border is what is filled),
+    and an SSB adapter switches it off (stage 2 trains without it). The node logs it at start."""
+    if not loading.weights_fill_border(_configured_weights(cfg)):
+        return None
+    if cfg.adapter:
+        return (
+            "the depth weights were trained with the scope's border filled, but an SSB adapter is applied "
+            "and stage 2 trains without the fill: the border is not filled"
+        )
+    if cfg.fov_mask == "off":
+        return (
+            "the depth weights were trained with the scope's border filled, but fov_mask is off, so nothing "
+            "is filled and depth next to a black border may be worse: set fov_mask to auto"
+        )
+    return None
+
+
 def _configured_weights(cfg: PipelineConfig):
     """The depth weights file ``cfg`` names (``cfg.weights`` or the shipped model), for reading its
     metadata; None when there is none or the path is bad (the model loader reports that itself)."""
@@ -442,8 +461,10 @@ class DepthPipeline:
                 blend=cfg.blend,
                 device=self.device,
             )
-        # weights trained with the scope's border filled get it filled here too (needs fov_mask auto)
+        # weights trained with the scope's border filled get it filled here too (needs fov_mask auto;
+        # fill_border_warning says when it cannot be)
         self.stream.fill_border = weights_fill_border(cfg)
+        self.fill_border_warning = fill_border_warning(cfg)
         self.scale = ScaleEstimator(
             cfg.scale_mode,
             cfg.fixed_scale,

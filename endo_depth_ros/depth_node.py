@@ -389,6 +389,8 @@ class DepthNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name="endo_depth_worker", daemon=True)
         self._worker.start()
+        if self.pipeline.fill_border_warning:
+            self.get_logger().warning(self.pipeline.fill_border_warning)
         if self.params.publish_tf and TFMessage is None:
             self.get_logger().warning(
                 "publish_tf is true but tf2_msgs is not importable here: no /tf (pose and odom are still "

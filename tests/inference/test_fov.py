@@ -168,7 +168,12 @@ def test_pipeline_fills_the_border_only_for_weights_trained_so(vitt_weights, vit
     from safetensors.torch import load_file, save_file
 
     from endo_depth_model.loading import load_depth_model
-    from endo_depth_model.pipeline import DepthPipeline, PipelineConfig, weights_fill_border
+    from endo_depth_model.pipeline import (
+        DepthPipeline,
+        PipelineConfig,
+        fill_border_warning,
+        weights_fill_border,
+    )
 
     marked = tmp_path / "filled.safetensors"
     save_file(load_file(vitt_weights), marked, metadata={"fill_border": "1"})
@@ -177,6 +182,11 @@ def test_pipeline_fills_the_border_only_for_weights_trained_so(vitt_weights, vit
             pipe = DepthPipeline(PipelineConfig(weights=str(weights), latency_mode=mode, input_height=56,
                                                 input_width=70, pose_weights=""))  # fmt: skip
             assert pipe.stream.fill_border is expected
-    # an SSB adapter (stage 2 trains without the fill) switches it off
+            assert pipe.fill_border_warning is None
+    # an SSB adapter (stage 2 trains without the fill) switches it off, and says so
     assert not weights_fill_border(PipelineConfig(weights=str(marked), adapter=str(vitt_adapter)))
+    assert "adapter" in fill_border_warning(PipelineConfig(weights=str(marked), adapter=str(vitt_adapter)))
+    # so does fov_mask off (no border to fill); unmarked weights need no warning
+    assert "fov_mask" in fill_border_warning(PipelineConfig(weights=str(marked), fov_mask="off"))
+    assert fill_border_warning(PipelineConfig(weights=str(vitt_weights), fov_mask="off")) is None
     assert not load_depth_model("vitt", marked, adapter=vitt_adapter).fill_border
