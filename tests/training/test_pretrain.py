@@ -19,6 +19,7 @@ from endo_depth_model.training.pretrain import (
     apply_albedo,
     apply_illumination,
     clip_log_loss,
+    depth_abs_rel_loss,
     depth_log_loss,
     fill_clip_border,
     illumination_gain,
@@ -105,6 +106,39 @@ def test_depth_log_loss_is_the_median_scaled_evaluation_after_the_conversion():
     invalid[:, :, :8] = False  # pixels outside the field of view do not count
     assert depth_log_loss(garbage, depth, invalid, lo, hi) < 1e-5
     assert depth_log_loss(garbage, depth, valid, lo, hi) > 0.05
+
+
+def test_depth_abs_rel_loss_is_the_evaluations_abs_rel_and_weighs_too_far_more():
+    from endo_depth_model.preprocess import depth_to_disparity, disparity_to_depth
+
+    lo, hi = 0.001, 0.3
+    depth = 0.02 + 0.1 * _disparity() / _disparity().amax()
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    noisy = depth * torch.exp(0.2 * torch.randn(depth.shape, generator=torch.Generator().manual_seed(1)))
+    pred = depth_to_disparity(0.5 * noisy, lo, hi)  # any scale (inside the conversion's range)
+    # the evaluation's AbsRel with the median ratio as the scale, frame by frame, in numpy
+    d = disparity_to_depth(pred, lo, hi).numpy().astype(np.float64)
+    t = depth.numpy().astype(np.float64)
+    expected = np.mean(
+        [np.mean(np.abs(dk / np.median(dk / tk) - tk) / tk) for dk, tk in zip(d, t, strict=True)]
+    )
+    assert depth_abs_rel_loss(pred, depth, valid, lo, hi).item() == pytest.approx(expected, rel=1e-3)
+    assert depth_abs_rel_loss(depth_to_disparity(depth, lo, hi), depth, valid, lo, hi) < 1e-5
+    # a tenth of the pixels twice too far costs about twice as much as twice too near; the log term is even
+    near = torch.zeros_like(valid)
+    near[:, :, :4] = True
+    far_wrong, near_wrong = depth.clone(), depth.clone()
+    far_wrong[near] *= 2.0
+    near_wrong[near] *= 0.5
+    far_cost = depth_abs_rel_loss(depth_to_disparity(far_wrong, lo, hi), depth, valid, lo, hi)
+    near_cost = depth_abs_rel_loss(depth_to_disparity(near_wrong, lo, hi), depth, valid, lo, hi)
+    assert far_cost / near_cost == pytest.approx(2.0, rel=0.05)
+    log_far = depth_log_loss(depth_to_disparity(far_wrong, lo, hi), depth, valid, lo, hi)
+    log_near = depth_log_loss(depth_to_disparity(near_wrong, lo, hi), depth, valid, lo, hi)
+    assert log_far == pytest.approx(log_near.item(), rel=0.05)
+    invalid = valid.clone()
+    invalid[near] = False  # pixels outside the field of view do not count
+    assert depth_abs_rel_loss(depth_to_disparity(far_wrong, lo, hi), depth, invalid, lo, hi) < 1e-5
 
 
 def test_instrument_focus_weighs_the_instrument_pixels_with_the_frames_median():
@@ -259,6 +293,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         albedo_aug=1.0,
         causal_fraction=0.75,
         instrument_weight=1.0,  # the masks follow the clip's flip
+        abs_rel_weight=0.5,
         schedule="cosine",
         device="cpu",
     )
