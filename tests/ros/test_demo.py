@@ -62,8 +62,8 @@ def test_demo_runs_the_node_on_a_synthetic_bag_and_reports_accuracy(tmp_path):
 
 
 # This sequence (target domain, seed 7, 24 frames at 96x128) with the shipped model (pretrained_v20, session
-# 16) measured AbsRel 0.121 (benchmarks/remeasure_model.sh; benchmarks/results/demo24_v20s16.json); pretrained_v17
-# 0.120; pretrained_v11 0.139; pretrained_v10
+# 16) measured AbsRel 0.121 (benchmarks/remeasure_model.sh; benchmarks/results/demo24_v20s16.json);
+# pretrained_v17 0.120; pretrained_v11 0.139; pretrained_v10
 # 0.151 with the default temporal_filter, 0.149 without (`endo-depth demo --frames 24 --height 96 --width
 # 128`; docs/BENCHMARKS.md, temporal filter "on by default"; pretrained_v9b 0.152, pretrained_v7 0.180, the
 # first model 0.319); randomly initialised weights give about 0.46.
