@@ -106,12 +106,12 @@ def breakdown(disp: np.ndarray, data: dict, fov: np.ndarray, shift: float) -> di
             acc["band_part"][i] += err[band].sum() / n
             acc["band_rest"][i] += err[valid & ~band].mean() if (valid & ~band).any() else 0.0
         inst = data.get("instruments")
-        if inst is not None and (inst[k] & valid).sum() >= 30:
-            acc["inst"].append(float(err[inst[k] & valid].mean()))
-            on = inst[k] & valid
+        on = None if inst is None else inst[k] & valid
+        if on is not None and on.sum() >= 30:
+            acc["inst"].append(float(err[on].mean()))
             acc["inst_log"].append(float(np.median(np.log(scaled[on] / gt[k][on]))))
             acc["tissue"].append(float(err[valid & ~inst[k]].mean()))
-            acc["inst_share"].append(float((inst[k] & valid).sum() / n))
+            acc["inst_share"].append(float(on.sum() / n))
     return acc
 
 

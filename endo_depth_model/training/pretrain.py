@@ -290,6 +290,11 @@ def depth_log_loss(pred, target_depth, valid, min_depth: float, max_depth: float
     res, v = _median_log_residual(pred, target_depth, valid, min_depth, max_depth)
     if focus is not None:
         v = v & focus.reshape(v.shape)
+    return _mean_log_error(res, v)
+
+
+def _mean_log_error(res, v):
+    """:func:`depth_log_loss` from the residual of :func:`_median_log_residual` and the pixels to average."""
     return (res.abs() * v).sum() / v.sum().clamp_min(1)
 
 
@@ -303,7 +308,11 @@ def depth_abs_rel_loss(pred, target_depth, valid, min_depth: float, max_depth: f
     Unlike the log term it is asymmetric: a pixel predicted twice too far costs 1, twice too near 0.5,
     so it pulls harder on the near tail that comes out too far (the instruments' near ends). ``res`` is
     capped at :data:`ABS_REL_MAX_LOG`. Shapes as :func:`depth_log_loss`."""
-    res, v = _median_log_residual(pred, target_depth, valid, min_depth, max_depth)
+    return _mean_abs_rel(*_median_log_residual(pred, target_depth, valid, min_depth, max_depth))
+
+
+def _mean_abs_rel(res, v):
+    """:func:`depth_abs_rel_loss` from the residual of :func:`_median_log_residual` and the valid pixels."""
     err = (res.clamp(max=ABS_REL_MAX_LOG).exp() - 1.0).abs()
     return (err * v).sum() / v.sum().clamp_min(1)
 
@@ -975,17 +984,18 @@ def pretrain(cfg: PretrainConfig) -> Path:
         if cfg.log_weight > 0:
             loss = loss + cfg.log_weight * log_scale_loss(pred, target, valid)
         safe = torch.nan_to_num(depth, nan=cfg.max_depth)  # the log-depth terms' target (NaN: invalid)
-        if cfg.depth_log_weight > 0:
-            dlog = depth_log_loss(pred, safe, valid, cfg.min_depth, cfg.max_depth)
-            loss = loss + cfg.depth_log_weight * dlog
-        if cfg.abs_rel_weight > 0:
-            arel = depth_abs_rel_loss(pred, safe, valid, cfg.min_depth, cfg.max_depth)
-            loss = loss + cfg.abs_rel_weight * arel
         focus = None if tools is None else tools > 0.5
-        if focus is not None and bool(focus.any()):
-            loss = loss + cfg.instrument_weight * depth_log_loss(
-                pred, safe, valid, cfg.min_depth, cfg.max_depth, focus=focus
-            )
+        focus = focus if focus is not None and bool(focus.any()) else None
+        if cfg.depth_log_weight > 0 or cfg.abs_rel_weight > 0 or focus is not None:
+            # the per-frame terms share one conversion, logarithm and median (depth_log_loss,
+            # depth_abs_rel_loss and depth_log_loss with focus, computed once)
+            res, v = _median_log_residual(pred, safe, valid, cfg.min_depth, cfg.max_depth)
+            if cfg.depth_log_weight > 0:
+                loss = loss + cfg.depth_log_weight * _mean_log_error(res, v)
+            if cfg.abs_rel_weight > 0:
+                loss = loss + cfg.abs_rel_weight * _mean_abs_rel(res, v)
+            if focus is not None:
+                loss = loss + cfg.instrument_weight * _mean_log_error(res, v & focus.reshape(v.shape))
         if cfg.clip_log_weight > 0:
             loss = loss + cfg.clip_log_weight * clip_log_loss(pred, safe, valid, cfg.min_depth, cfg.max_depth)
         opt.zero_grad(set_to_none=True)
